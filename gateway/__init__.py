@@ -1,0 +1,1 @@
+"""The HTTP front end: OpenAI API, routing, proxying, and the `thrifty` command."""

@@ -1,0 +1,86 @@
+"""The `thrifty` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway.config import ConfigError, default_config_text, load_config
+from observability.logs import configure_logging
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    code: int = args.run(args)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    from gateway.server import serve  # imported late: `config check` needs no server stack
+
+    serve(config, log_level=args.log_level.lower())
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.file or '<default>'}: ok ({len(config.models)} models, {len(config.pools)} pools)")
+    return 0
+
+
+def _config_show_default(_: argparse.Namespace) -> int:
+    print(default_config_text(), end="")
+    return 0
+
+
+def _bench_overhead(args: argparse.Namespace) -> int:
+    from gateway.bench import overhead
+
+    return overhead.run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thrifty", description="An inference gateway for the most tokens per dollar.")
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML config file (default: the embedded default)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(run=_serve)
+
+    config = commands.add_parser("config", help="check or show config files").add_subparsers(title="config commands")
+    check = config.add_parser("check", help="validate a config file and print every problem with its path")
+    check.add_argument("file", nargs="?", help="YAML config file (default: the embedded default)")
+    check.set_defaults(run=_config_check)
+    show = config.add_parser("default", help="print the embedded default config")
+    show.set_defaults(run=_config_show_default)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(title="benchmarks")
+    overhead = bench.add_parser("overhead", help="gateway overhead against a stub backend, direct vs through")
+    _add_overhead_arguments(overhead)
+    overhead.set_defaults(run=_bench_overhead)
+    return parser
+
+
+def _add_overhead_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from gateway.bench import overhead
+    except ImportError:  # the benchmark is optional tooling
+        return
+    overhead.add_arguments(parser)

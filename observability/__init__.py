@@ -1,0 +1,1 @@
+"""Telemetry: logging setup now; OpenTelemetry, Prometheus metrics and dashboards later."""

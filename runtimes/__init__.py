@@ -1,0 +1,1 @@
+"""Model runtimes: engines, providers that start and stop instances, the accelerator catalog."""

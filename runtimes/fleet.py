@@ -1,0 +1,32 @@
+"""The fleet: every pool's provider, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from runtimes.config import PoolConfig, ProvidersConfig
+from runtimes.instance import Instance
+from runtimes.providers import PROVIDERS, Provider
+
+__all__ = ["Fleet"]
+
+
+class Fleet:
+    def __init__(self, pools: Iterable[PoolConfig], settings: ProvidersConfig) -> None:
+        self.providers: dict[str, Provider] = {
+            pool.name: PROVIDERS[pool.provider](pool, settings) for pool in pools
+        }
+
+    def instances(self, pool: str) -> list[Instance]:
+        return self.providers[pool].instances
+
+    async def set_target(self, pool: str, count: int) -> int:
+        return await self.providers[pool].set_target(count)
+
+    async def start(self) -> None:
+        for provider in self.providers.values():
+            await provider.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
