@@ -22,7 +22,9 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes] | Stream:
+async def chat_completions(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]
+) -> Response[bytes] | Stream:
     return await _relay(request, gateway, CHAT)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gateway.bench import overhead as overhead_bench
 from gateway.config import ConfigError, default_config_text, load_config
 from observability.logs import configure_logging
 
@@ -49,12 +50,6 @@ def _config_show_default(_: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_overhead(args: argparse.Namespace) -> int:
-    from gateway.bench import overhead
-
-    return overhead.run(args)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thrifty", description="An inference gateway for the most tokens per dollar.")
     commands = parser.add_subparsers(title="commands")
@@ -73,14 +68,6 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(title="benchmarks")
     overhead = bench.add_parser("overhead", help="gateway overhead against a stub backend, direct vs through")
-    _add_overhead_arguments(overhead)
-    overhead.set_defaults(run=_bench_overhead)
+    overhead_bench.add_arguments(overhead)
+    overhead.set_defaults(run=overhead_bench.run)
     return parser
-
-
-def _add_overhead_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        from gateway.bench import overhead
-    except ImportError:  # the benchmark is optional tooling
-        return
-    overhead.add_arguments(parser)

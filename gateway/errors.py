@@ -1,6 +1,6 @@
 """Every error the gateway returns, in the OpenAI envelope, and the one place that maps exceptions to it.
 
-    {"error": {"message": "...", "type": "invalid_request_error", "param": "messages", "code": null}}
+{"error": {"message": "...", "type": "invalid_request_error", "param": "messages", "code": null}}
 """
 
 from __future__ import annotations

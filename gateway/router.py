@@ -87,9 +87,7 @@ class Router:
             self.pools[name].weight = max(0.0, weight)
 
     def has_ready(self, model: str, now: float) -> bool:
-        return any(
-            instance.routable(now) for pool in self.by_model.get(model, ()) for instance in pool.instances()
-        )
+        return any(instance.routable(now) for pool in self.by_model.get(model, ()) for instance in pool.instances())
 
     def choose(self, model: str, now: float, exclude: frozenset[str] = frozenset()) -> Instance | None:
         """An instance for the next attempt of a request, skipping instances already tried."""

@@ -54,9 +54,7 @@ class VllmEngineConfig(msgspec.Struct, tag="vllm", tag_field="kind", kw_only=Tru
     env: dict[str, str] = {}
 
 
-class OpenAIEngineConfig(
-    msgspec.Struct, tag="openai", tag_field="kind", kw_only=True, forbid_unknown_fields=True
-):
+class OpenAIEngineConfig(msgspec.Struct, tag="openai", tag_field="kind", kw_only=True, forbid_unknown_fields=True):
     """Any external OpenAI-compatible server, reached at the pool's `urls`; never started by us."""
 
     upstream_model: str | None = None

@@ -14,9 +14,7 @@ __all__ = ["Fleet"]
 
 class Fleet:
     def __init__(self, pools: Iterable[PoolConfig], settings: ProvidersConfig) -> None:
-        self.providers: dict[str, Provider] = {
-            pool.name: PROVIDERS[pool.provider](pool, settings) for pool in pools
-        }
+        self.providers: dict[str, Provider] = {pool.name: PROVIDERS[pool.provider](pool, settings) for pool in pools}
 
     def instances(self, pool: str) -> list[Instance]:
         return self.providers[pool].instances

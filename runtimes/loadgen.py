@@ -28,7 +28,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
@@ -214,13 +214,15 @@ def summarize(
     offered_rate: float | None = None,
     concurrency: int | None = None,
     max_in_flight: int = 0,
+    duration_s: float | None = None,
 ) -> Summary:
-    """Totals and percentiles of a run; its duration runs from 0 to the last response."""
+    """Totals and percentiles of a run; its duration runs from 0 to the last response unless given."""
     ok = [r for r in results if r.ok]
     ttft = sorted(r.ttft_ms for r in ok if r.ttft_ms is not None)
     e2el = sorted(r.e2el_ms for r in ok)
     lag = sorted(r.lag_ms for r in results)
-    duration_s = max((r.start_s + r.e2el_ms / 1000 for r in results), default=0.0)
+    if duration_s is None:
+        duration_s = max((r.start_s + r.e2el_ms / 1000 for r in results), default=0.0)
     per_s = 1 / duration_s if duration_s > 0 else 0.0
     return Summary(
         mode=mode,
@@ -360,22 +362,27 @@ class LoadClient:
         """One request; `scheduled_s` (seconds since the run start) is when it should have left."""
         t0 = time.perf_counter()
         start_s = t0 - self._run_start
-        lag_ms = 0.0 if scheduled_s is None else max(0.0, (start_s - scheduled_s) * 1000)
-        status, ttft_ms, tokens, error = 0, None, 0, None
+        tally = _StreamTally(t0) if self._stream else None
+        status, tokens, error = 0, 0, None
         try:
             async with self._session.post(self._url, data=self._body, headers=self._headers) as response:
                 status = response.status
                 if status != 200:
                     await response.read()
                     error = f"HTTP {status}"
-                elif self._stream:
-                    ttft_ms, tokens, error = await self._read_stream(response, t0)
+                elif tally is not None:
+                    async for data in response.content.iter_any():
+                        tally.feed(data)
                 else:
                     tokens = self._usage_tokens(await response.read())
-                    ttft_ms = (time.perf_counter() - t0) * 1000
         except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as exc:
             error = type(exc).__name__
         e2el_ms = (time.perf_counter() - t0) * 1000
+        ttft_ms = e2el_ms if error is None else None
+        if tally is not None:
+            ttft_ms, tokens = tally.ttft_ms, tally.output_tokens
+            error = error or tally.error or (None if tally.done else "no [DONE]")
+        lag_ms = 0.0 if scheduled_s is None else max(0.0, (start_s - scheduled_s) * 1000)
         return RequestResult(
             start_s=start_s,
             lag_ms=lag_ms,
@@ -391,14 +398,6 @@ class LoadClient:
         usage = _chunk_decoder.decode(body).usage
         return 0 if usage is None else usage.completion_tokens
 
-    @staticmethod
-    async def _read_stream(response: aiohttp.ClientResponse, t0: float) -> tuple[float | None, int, str | None]:
-        tally = _StreamTally(t0)
-        async for data in response.content.iter_any():
-            tally.feed(data)
-        error = tally.error or (None if tally.done else "no [DONE]")
-        return tally.ttft_ms, tally.output_tokens, error
-
 
 # --- the two loops ------------------------------------------------------------------------------
 
@@ -409,7 +408,7 @@ async def run_open_loop(spec: RequestSpec, load: OpenLoop, session: aiohttp.Clie
     async with _session_scope(session, spec.timeout_s) as live:
         run_start = time.perf_counter()
         client = LoadClient(live, spec, run_start)
-        results: list[RequestResult] = []
+        tasks: list[asyncio.Task[RequestResult]] = []
         in_flight: set[asyncio.Task[RequestResult]] = set()
         dropped = max_in_flight = 0
         for at in arrivals:
@@ -420,10 +419,11 @@ async def run_open_loop(spec: RequestSpec, load: OpenLoop, session: aiohttp.Clie
                 dropped += 1
                 continue
             task = asyncio.create_task(client.send(at))
+            tasks.append(task)
             in_flight.add(task)
-            task.add_done_callback(_collector(in_flight, results))
+            task.add_done_callback(in_flight.discard)
             max_in_flight = max(max_in_flight, len(in_flight))
-        await asyncio.gather(*in_flight)
+        results = await asyncio.gather(*tasks)
     summary = summarize(
         results,
         mode="open",
@@ -432,18 +432,7 @@ async def run_open_loop(spec: RequestSpec, load: OpenLoop, session: aiohttp.Clie
         concurrency=load.max_concurrency,
         max_in_flight=max_in_flight,
     )
-    return RunResult(summary=summary, requests=sorted(results, key=lambda r: r.start_s))
-
-
-def _collector(
-    in_flight: set[asyncio.Task[RequestResult]], results: list[RequestResult]
-) -> Callable[[asyncio.Task[RequestResult]], None]:
-    def done(task: asyncio.Task[RequestResult]) -> None:
-        in_flight.discard(task)
-        if not task.cancelled():
-            results.append(task.result())
-
-    return done
+    return RunResult(summary=summary, requests=results)
 
 
 async def run_closed_loop(

