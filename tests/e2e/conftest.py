@@ -102,8 +102,9 @@ def _wait_ready(gateway: RunningGateway) -> None:
     while time.monotonic() < deadline:
         if gateway.process.poll() is not None:
             pytest.fail(f"gateway exited with {gateway.process.returncode}:\n{gateway.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(gateway.url + "/ready", timeout=5).status_code == 200:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
+            ready = httpx.get(gateway.url + "/ready", timeout=5).status_code == 200
+            if ready and all(i["state"] == "ready" for p in gateway.pools().values() for i in p["instances"]):  # type: ignore[attr-defined]
                 return
         time.sleep(1)
     _stop(gateway)

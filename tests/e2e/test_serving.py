@@ -108,21 +108,18 @@ def test_both_pools_serve_traffic(live_gateway: RunningGateway) -> None:
 
 def test_client_disconnect_aborts_the_engine_request(live_gateway: RunningGateway) -> None:
     urls = list(instance_urls(live_gateway).values())
-    aborted_before = sum(engine_metric(u, "vllm:request_success_total", finished_reason="abort") for u in urls)
+
+    def generated() -> float:
+        return sum(engine_metric(u, "vllm:generation_tokens_total") for u in urls)
+
+    before = generated()
     body = {"model": MODEL, "prompt": "def ", "max_tokens": 1800, "ignore_eos": True, "stream": True}
     with httpx.Client(timeout=60) as http, http.stream("POST", live_gateway.url + "/v1/completions", json=body) as r:
         assert r.status_code == 200
         next(r.iter_lines())
-    # The client hung up after the first token: the engine must stop generating for it.
-    wait_for(
-        lambda: (
-            sum(engine_metric(u, "vllm:request_success_total", finished_reason="abort") for u in urls) > aborted_before
-        ),
-        30,
-        "the engine to abort the abandoned request",
-        interval=0.5,
-    )
-    wait_for(lambda: sum(engine_metric(u, "vllm:num_requests_running") for u in urls) == 0, 30, "engines to idle")
+    # The client hung up after the first token: the engine stops instead of generating all 1800.
+    wait_for(lambda: sum(engine_metric(u, "vllm:num_requests_running") for u in urls) == 0, 60, "engines to idle")
+    assert generated() - before < 900
 
 
 BAD_INPUTS = [
