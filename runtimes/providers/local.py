@@ -197,17 +197,39 @@ class LocalProvider(Provider, name="local"):
         return any(entry.get("id") == self.pool.model for entry in listed.get("data", []))
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
-        """SIGTERM the guard (it stops the group), then SIGKILL the group if it hangs."""
-        if process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), self.local.stop_grace_s + 5)
-        except TimeoutError:
+        """SIGTERM the guard (it stops its group), then make sure the whole group is gone.
+
+        The guard leads the instance's process group. If the guard itself was killed, its
+        instance is orphaned but still in that group, so the group is signalled directly.
+        """
+        if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+                process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), self.local.stop_grace_s + 5)
+        group = process.pid
+        if _group_alive(group):
+            log.warning("processes of group %d outlived their guard; terminating them", group)
+            _signal_group(group, signal.SIGTERM)
+            deadline = time.monotonic() + self.local.stop_grace_s
+            while _group_alive(group) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            _signal_group(group, signal.SIGKILL)
+        if process.returncode is None:
             await process.wait()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal_group(group: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signum)
 
 
 def _retire_order(slot: _Slot) -> tuple[bool, int, float]:

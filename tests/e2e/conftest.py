@@ -52,7 +52,8 @@ class RunningGateway:
         for process in self.descendants():
             with contextlib.suppress(psutil.Error):
                 cmdline = process.cmdline()
-                if "vllm.entrypoints.openai.api_server" in cmdline and cmdline[cmdline.index("--port") + 1] == port:
+                is_engine = cmdline[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]  # not its guard
+                if is_engine and cmdline[cmdline.index("--port") + 1] == port:
                     return process
         raise LookupError(f"no engine process serves {instance_url}")
 

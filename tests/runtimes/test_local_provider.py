@@ -113,3 +113,13 @@ def test_interpreter_defaults_to_the_gateways() -> None:
         "models: [{name: m}]\npools: [{name: p, model: m, engine: {kind: vllm, weights: x}, accelerator: cpu-2c}]"
     )
     assert LocalProvider(config.pools[0], config.providers).python == sys.executable
+
+
+async def test_a_killed_guard_takes_its_orphaned_engine_with_it(provider: LocalProvider) -> None:
+    await wait_for_async(lambda: len(_ready(provider)) == 1, 30, "the first instance")
+    instance = provider.instances[0]
+    (guard,) = _guards()
+    (engine,) = guard.children()
+    guard.kill()
+    await wait_for_async(lambda: not engine.is_running(), 30, "the orphaned engine to be stopped")
+    await wait_for_async(lambda: instance.state is InstanceState.READY, 30, "the restart")
