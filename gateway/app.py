@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, asgi, get
 from litestar.di import NamedDependency, Provide
-from litestar.response import Stream
+from litestar.enums import ScopeType
+from litestar.exceptions import MethodNotAllowedException
+from litestar.handlers import ASGIRouteHandler
+from litestar.types import Receive, Scope, Send
 
+from gateway.asgi import ClientGone, DisconnectWatch, read_body, respond, stream
 from gateway.config import Config
 from gateway.errors import GatewayError, exception_handlers
 from gateway.protocol import ModelList
-from gateway.proxy import UpstreamReply
-from gateway.service import CHAT, COMPLETIONS, ClientGone, Endpoint, Gateway
+from gateway.proxy import StreamReply, UpstreamReply
+from gateway.service import CHAT, COMPLETIONS, Endpoint, Gateway
 from runtimes.fleet import Fleet
 
 __all__ = ["create_app"]
-
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(
-    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]
-) -> Response[bytes] | Stream:
-    return await _relay(request, gateway, CHAT)
-
-
-@post("/v1/completions", status_code=200)
-async def completions(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes] | Stream:
-    return await _relay(request, gateway, COMPLETIONS)
 
 
 @get("/v1/models")
@@ -72,21 +63,37 @@ async def pools(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     }
 
 
-async def _relay(request: Request[Any, Any, Any], gateway: Gateway, endpoint: Endpoint) -> Response[bytes] | Stream:
-    try:
-        reply = await gateway.forward(request, endpoint)
-    except ClientGone:
-        return Response(b"", status_code=499)
+def _relay(gateway: Gateway, endpoint: Endpoint) -> ASGIRouteHandler:
+    """`POST endpoint.path` as a raw ASGI handler: read the body, forward it, answer or stream.
+
+    Errors raised before the answer starts reach the client through the app's error mapper.
+    """
+    limit = gateway.config.gateway.max_body_bytes
+
+    async def relay(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "POST":
+            raise MethodNotAllowedException(headers={"Allow": "POST"})
+        with contextlib.suppress(ClientGone):  # the upstream request was cancelled; no one is left to answer
+            body = await read_body(scope, receive, limit)
+            with DisconnectWatch(receive):
+                await _answer(send, await gateway.forward(body, endpoint))
+
+    return asgi(endpoint.path, name=endpoint.path, copy_scope=False)(relay)
+
+
+async def _answer(send: Send, reply: UpstreamReply | StreamReply) -> None:
     if isinstance(reply, UpstreamReply):
-        return Response(reply.body, status_code=reply.status, media_type="application/json")
-    return Stream(reply, status_code=200, media_type="text/event-stream", headers=_SSE_HEADERS)
+        await respond(send, reply.status, reply.body)
+        return
+    async with contextlib.aclosing(reply.rest):  # ends the upstream request however the stream ends
+        await stream(send, reply.first, reply.rest)
 
 
 def create_app(config: Config, fleet: Fleet | None = None) -> Litestar:
     """The gateway as an ASGI app; its lifespan starts and stops the fleet."""
     gateway = Gateway(config, fleet)
     return Litestar(
-        route_handlers=[chat_completions, completions, list_models, health, ready, pools],
+        route_handlers=[_relay(gateway, CHAT), _relay(gateway, COMPLETIONS), list_models, health, ready, pools],
         dependencies={"gateway": Provide(lambda: gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[gateway.running],

@@ -18,6 +18,7 @@ __all__ = [
     "ErrorDetail",
     "GatewayError",
     "bad_request",
+    "body_too_large",
     "error_frame",
     "exception_handlers",
     "model_not_found",
@@ -83,6 +84,10 @@ def error_type(status: int) -> str:
 
 def bad_request(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, param=param)
+
+
+def body_too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", code="body_too_large")
 
 
 def model_not_found(model: str) -> GatewayError:

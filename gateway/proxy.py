@@ -8,29 +8,27 @@ chunk only if it asked for it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-import aiohttp
 import msgspec
 
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, error_frame, no_capacity, upstream_failed
 from gateway.protocol import RequestView, StreamChunkView, Usage, UsageView
 from gateway.router import Router
+from gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 from runtimes.instance import Instance
 
-__all__ = ["Exchange", "Proxy", "UpstreamRejected", "UpstreamReply"]
+__all__ = ["Exchange", "Proxy", "StreamReply", "UpstreamRejected", "UpstreamReply"]
 
 log = logging.getLogger(__name__)
 
 _DONE = b"data: [DONE]"
 _usage_decoder = msgspec.json.Decoder(UsageView)
 _chunk_decoder = msgspec.json.Decoder(StreamChunkView)
-_UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
 
 
 class _Truncated(Exception):
@@ -60,28 +58,30 @@ class UpstreamReply:
     body: bytes
 
 
+@dataclass
+class StreamReply:
+    """A stream that an instance accepted: its first event, and the rest (to iterate, then close)."""
+
+    first: bytes
+    rest: AsyncGenerator[bytes]
+
+
 class Proxy:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         router: Router,
         config: GatewayConfig,
         upstream_headers: dict[str, dict[str, str]] | None = None,
         upstream_models: dict[str, str] | None = None,
     ) -> None:
-        self.session = session
+        self.client = client
         self.router = router
         self.config = config
-        self.upstream_headers = upstream_headers or {}
-        """Extra headers per pool (an external upstream's API key)."""
+        self.upstream_headers = {pool: _header_lines(h) for pool, h in (upstream_headers or {}).items()}
+        """Header lines per pool (an external upstream's API key)."""
         self.upstream_models = upstream_models or {}
         """The model name to send per pool, where the upstream calls it something else."""
-        self.complete_timeout = aiohttp.ClientTimeout(
-            total=config.response_timeout_s, sock_connect=config.connect_timeout_s
-        )
-        self.stream_timeout = aiohttp.ClientTimeout(
-            sock_read=config.response_timeout_s, sock_connect=config.connect_timeout_s
-        )
 
     async def complete(self, path: str, body: bytes, view: RequestView) -> UpstreamReply:
         """Forward a non-streaming request, retrying on other instances until one answers."""
@@ -95,14 +95,9 @@ class Proxy:
             tried |= {instance.id}
             instance.in_flight += 1
             try:
-                async with self.session.post(
-                    instance.url + path,
-                    data=self._body_for(instance, body, view),
-                    headers=self._headers_for(instance),
-                    timeout=self.complete_timeout,
-                ) as response:
-                    status, payload = response.status, await response.read()
-            except _UPSTREAM_ERRORS as exc:
+                response = await self._post(instance, path, self._body_for(instance, body, view))
+                status, payload = response.status, await response.read()
+            except UpstreamError as exc:
                 failure = self._failed(instance, exc)
                 continue
             finally:
@@ -118,15 +113,22 @@ class Proxy:
             return UpstreamReply(status, payload)
         raise self._give_up(view.model, failure)
 
-    async def stream(self, path: str, body: bytes, view: RequestView) -> AsyncGenerator[bytes]:
-        """Forward a streaming request; the first item is ready before any byte goes to the client.
+    async def stream(self, path: str, body: bytes, view: RequestView) -> StreamReply:
+        """Forward a streaming request; returns once its first event is ready, before any byte goes out.
 
-        Until this generator yields, every failure moves on to another instance, and running out
-        of them raises GatewayError; callers prime it with `anext()` before sending headers. An
-        upstream that rejects the request (4xx) raises `UpstreamRejected`, which carries the
-        upstream's status and envelope to the client unchanged.
+        Until then every failure moves on to another instance, and running out of them raises
+        GatewayError. An upstream that rejects the request (4xx) raises `UpstreamRejected`, which
+        carries the upstream's status and envelope to the client unchanged.
         """
         exchange = Exchange(view.model, streaming=True)
+        instance, response, first = await self._open_stream(path, body, view, exchange)
+        rest = self._relay(instance, response, first, view, exchange)
+        return StreamReply(await anext(rest), rest)  # every way through `_relay` yields at least once
+
+    async def _open_stream(
+        self, path: str, body: bytes, view: RequestView, exchange: Exchange
+    ) -> tuple[Instance, UpstreamResponse, bytes]:
+        """An instance that answered 200 and its first event; the instance's `in_flight` stays taken."""
         failure: str | None = None
         tried: frozenset[str] = frozenset()
         while exchange.attempts < self.config.max_attempts:
@@ -135,64 +137,60 @@ class Proxy:
                 break
             tried |= {instance.id}
             instance.in_flight += 1
-            response: aiohttp.ClientResponse | None = None
             try:
-                response = await self.session.post(
-                    instance.url + path,
-                    data=self._body_for(instance, body, view, stream=True),
-                    headers=self._headers_for(instance),
-                    timeout=self.stream_timeout,
-                )
-                if response.status != 200:
-                    await self._reject(instance, response)
-                first = await _read_event(response)
-            except (*_UPSTREAM_ERRORS, _Truncated) as exc:
+                response, first = await self._first_event(instance, path, self._body_for(instance, body, view, True))
+            except (UpstreamError, _Truncated) as exc:
                 instance.in_flight -= 1
-                if response is not None:
-                    response.close()
                 failure = self._failed(instance, exc)
                 continue
-            except GatewayError as rejected:
+            except UpstreamRejected as rejected:
                 instance.in_flight -= 1
-                if rejected.status >= 500:
-                    failure = self._failed(instance, f"status {rejected.status}")
-                    continue
-                raise
+                if rejected.status < 500:
+                    raise
+                failure = self._failed(instance, f"status {rejected.status}")
+                continue
             except BaseException:
                 instance.in_flight -= 1
-                if response is not None:
-                    response.close()
                 raise
             exchange.status = 200
-            async with contextlib.aclosing(self._relay(instance, response, first, view, exchange)) as relay:
-                async for event in relay:
-                    yield event
-            return
+            return instance, response, first
         raise self._give_up(view.model, failure)
+
+    async def _first_event(self, instance: Instance, path: str, body: bytes) -> tuple[UpstreamResponse, bytes]:
+        """One attempt at a stream: a 200 and its first event, or the error that decides what comes next."""
+        response = await self._post(instance, path, body, per_read=True)
+        try:
+            if response.status != 200:
+                raise UpstreamRejected(response.status, await response.read())
+            return response, await _read_event(response)
+        except BaseException:
+            response.close()
+            raise
 
     async def _relay(
         self,
         instance: Instance,
-        response: aiohttp.ClientResponse,
-        first: bytes,
+        response: UpstreamResponse,
+        event: bytes,
         view: RequestView,
         exchange: Exchange,
     ) -> AsyncGenerator[bytes]:
-        """Pass events through as they arrive; closing early (client gone) drops the upstream connection."""
+        """Pass events through as they arrive; closing early (client gone) drops the upstream connection.
+
+        Started at once by `stream`, so its `finally` (the instance's `in_flight`, the connection)
+        runs however the stream ends.
+        """
         finished = False
         try:
-            event = first
-            while True:
-                if event.startswith(_DONE):
-                    finished = True
-                    yield event
-                    break
+            while not event.startswith(_DONE):
                 relayed = self._observe(event, view, exchange)
                 if relayed:
                     yield relayed
                 event = await _read_event(response)
+            finished = True
             self.router.succeeded(instance)
-        except (*_UPSTREAM_ERRORS, _Truncated) as exc:
+            yield event
+        except (UpstreamError, _Truncated) as exc:
             reason = self._failed(instance, exc)
             exchange.status = 502
             yield error_frame(upstream_failed(f"stream interrupted ({reason})"))
@@ -204,6 +202,11 @@ class Proxy:
                 response.close()  # tells the engine to abort the request
             exchange.finished_at = time.monotonic()
             _log_exchange(exchange)
+
+    async def _post(self, instance: Instance, path: str, body: bytes, per_read: bool = False) -> UpstreamResponse:
+        """One attempt: a total timeout for a complete answer, a per-read one for a stream."""
+        headers = self.upstream_headers.get(instance.pool, _JSON_HEADERS)
+        return await self.client.post(instance.url, path, body, headers, self.config.response_timeout_s, per_read)
 
     def _observe(self, event: bytes, view: RequestView, exchange: Exchange) -> bytes | None:
         """Note first token and usage; drop the usage-only chunk the client did not ask for."""
@@ -239,26 +242,20 @@ class Proxy:
             return no_capacity(model, self.config.retry_after_s)
         return upstream_failed(failure)
 
-    async def _reject(self, instance: Instance, response: aiohttp.ClientResponse) -> None:
-        """Turn an upstream's non-200 answer to a stream request into the error the client gets."""
-        payload = await response.read()
-        response.release()
-        raise UpstreamRejected(response.status, payload)
-
     def _body_for(self, instance: Instance, body: bytes, view: RequestView, stream: bool = False) -> bytes:
         """The client's bytes, unless the upstream needs a different model name or must report usage."""
         upstream_model = self.upstream_models.get(instance.pool)
-        if upstream_model is None and not (stream and not view.client_wants_usage):
+        add_usage = stream and not view.client_wants_usage
+        if upstream_model is None and not add_usage:
             return body
+        if upstream_model is None and b'"stream_options"' not in body:
+            return _usage_requested(body)
         document = msgspec.json.decode(body)
         if upstream_model is not None:
             document["model"] = upstream_model
         if stream:
             document["stream_options"] = {**(document.get("stream_options") or {}), "include_usage": True}
         return msgspec.json.encode(document)
-
-    def _headers_for(self, instance: Instance) -> dict[str, str]:
-        return self.upstream_headers.get(instance.pool, _JSON_HEADERS)
 
 
 class UpstreamRejected(GatewayError):
@@ -272,15 +269,33 @@ class UpstreamRejected(GatewayError):
         return self.payload
 
 
-_JSON_HEADERS = {"Content-Type": "application/json"}
+_JSON_HEADERS = b"Content-Type: application/json\r\n"
 
 
-async def _read_event(response: aiohttp.ClientResponse) -> bytes:
+def _header_lines(headers: dict[str, str]) -> bytes:
+    """Headers as the raw lines the upstream client sends; a line break in a value is a config error."""
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+    if any("\n" in line[:-2] or "\r" in line[:-2] for line in lines):
+        raise ValueError("an upstream header contains a line break")
+    return "".join(lines).encode()
+
+
+async def _read_event(response: UpstreamResponse) -> bytes:
     """The next server-sent event, with its trailing blank line."""
-    event = await response.content.readuntil(b"\n\n")
+    event = await response.read_event()
     if not event.endswith(b"\n\n"):
         raise _Truncated("upstream closed the stream early")
     return event
+
+
+def _usage_requested(body: bytes) -> bytes:
+    """The body with `stream_options.include_usage` set, by splicing the key in: no re-encoding.
+
+    Only for a body without a `stream_options` key; it decoded as a non-empty object, so its first
+    `{` opens it and a member follows.
+    """
+    start = body.index(b"{") + 1
+    return body[:start] + b'"stream_options":{"include_usage":true},' + body[start:]
 
 
 def _usage_of(payload: bytes) -> Usage | None:
