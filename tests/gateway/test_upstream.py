@@ -88,7 +88,9 @@ async def test_request_head() -> None:
 
     async with serve(keep_alive(reply)) as server:
         client = UpstreamClient(1.0)
-        await (await client.post(server.url + "/prefix/", "/v1/x", b"abc", H + b"Authorization: Bearer k\r\n", 5.0)).read()
+        await (
+            await client.post(server.url + "/prefix/", "/v1/x", b"abc", H + b"Authorization: Bearer k\r\n", 5.0)
+        ).read()
         client.close()
     head, body = seen[0].split(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -236,7 +238,7 @@ async def test_events_split_across_packets_and_release_after_done() -> None:
         while True:
             await read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for piece in (b"data: {\"a\"", b": 1}\n", b"\ndata: [DONE]\n\n"):
+            for piece in (b'data: {"a"', b": 1}\n", b"\ndata: [DONE]\n\n"):
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
                 await asyncio.sleep(0.01)
