@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,15 +12,9 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import Config, parse_config
 from runtimes.fleet import Fleet
+from runtimes.providers.local import free_port
 
 __all__ = ["free_port", "running_gateway", "static_config", "wait_for", "wait_for_async"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:

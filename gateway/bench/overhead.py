@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from runtimes.loadgen import (
     run_open_loop,
     summarize,
 )
+from runtimes.providers.local import free_port
 
 __all__ = [
     "BenchPlan",
@@ -159,13 +159,6 @@ def _child_setup(core: int | None) -> Callable[[], None]:
     return setup
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _can_pin() -> bool:
     return hasattr(os, "sched_setaffinity") and {GATEWAY_CORE, LOAD_CORE} <= os.sched_getaffinity(0)
 
@@ -256,7 +249,7 @@ def _services(args: argparse.Namespace, plan: BenchPlan, pin: bool) -> Iterator[
     with tempfile.TemporaryDirectory(prefix="thrifty-bench-") as tmp, contextlib.ExitStack() as stack:
         direct_url, gateway_url = args.stub_url, args.gateway_url
         if direct_url is None:
-            port = _free_port()
+            port = free_port()
             argv = [sys.executable, "-m", "gateway.bench.stub_backend", "--port", str(port), "--model", "stub"]
             stub = _Service(
                 "stub", [*argv, "--max-tokens", str(plan.tokens)], Path(tmp, "stub.log"), _core(pin, LOAD_CORE)
@@ -267,7 +260,7 @@ def _services(args: argparse.Namespace, plan: BenchPlan, pin: bool) -> Iterator[
         elif not _answers_200(f"{direct_url.rstrip('/')}/health"):
             raise ServiceError(f"the backend at {direct_url} does not answer GET /health with 200")
         if gateway_url is None:
-            port = _free_port()
+            port = free_port()
             config = Path(tmp, "gateway.yaml")
             config.write_text(gateway_config_text(port, direct_url))
             argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
