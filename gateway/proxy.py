@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -87,12 +87,7 @@ class Proxy:
         """Forward a non-streaming request, retrying on other instances until one answers."""
         exchange = Exchange(view.model, streaming=False)
         failure: str | None = None
-        tried: frozenset[str] = frozenset()
-        while exchange.attempts < self.config.max_attempts:
-            instance = self._next_instance(view.model, tried, exchange)
-            if instance is None:
-                break
-            tried |= {instance.id}
+        for instance in self._attempts(exchange):
             instance.in_flight += 1
             try:
                 response = await self._post(instance, path, self._body_for(instance, body, view))
@@ -130,12 +125,7 @@ class Proxy:
     ) -> tuple[Instance, UpstreamResponse, bytes]:
         """An instance that answered 200 and its first event; the instance's `in_flight` stays taken."""
         failure: str | None = None
-        tried: frozenset[str] = frozenset()
-        while exchange.attempts < self.config.max_attempts:
-            instance = self._next_instance(view.model, tried, exchange)
-            if instance is None:
-                break
-            tried |= {instance.id}
+        for instance in self._attempts(exchange):
             instance.in_flight += 1
             try:
                 response, first = await self._first_event(instance, path, self._body_for(instance, body, view, True))
@@ -224,12 +214,17 @@ class Proxy:
                 return None
         return event
 
-    def _next_instance(self, model: str, tried: frozenset[str], exchange: Exchange) -> Instance | None:
-        instance = self.router.choose(model, time.monotonic(), exclude=tried)
-        if instance is not None:
+    def _attempts(self, exchange: Exchange) -> Iterator[Instance]:
+        """A different instance for each attempt, up to `max_attempts` or until none is left."""
+        tried: frozenset[str] = frozenset()
+        while exchange.attempts < self.config.max_attempts:
+            instance = self.router.choose(exchange.model, time.monotonic(), exclude=tried)
+            if instance is None:
+                return
+            tried |= {instance.id}
             exchange.attempts += 1
             exchange.instance = instance
-        return instance
+            yield instance
 
     def _failed(self, instance: Instance, reason: object) -> str:
         text = f"{instance.id}: {_describe(reason)}"
@@ -316,8 +311,10 @@ def _log_exchange(exchange: Exchange) -> None:
         return
     usage = exchange.usage or Usage()
     instance = exchange.instance.id if exchange.instance else "-"
+    end = exchange.finished_at or time.monotonic()
+    ttft_ms = ((exchange.first_token_at or end) - exchange.started) * 1000
     log.debug(
-        "%s stream=%s instance=%s attempts=%d status=%d tokens=%d/%d",
+        "%s stream=%s instance=%s attempts=%d status=%d tokens=%d/%d ttft=%.1fms total=%.1fms",
         exchange.model, exchange.streaming, instance, exchange.attempts, exchange.status,
-        usage.prompt_tokens, usage.completion_tokens,
+        usage.prompt_tokens, usage.completion_tokens, ttft_ms, (end - exchange.started) * 1000,
     )  # fmt: skip
