@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from litestar import Litestar, asgi, get
+from litestar import Litestar, Response, asgi, get
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
+from opentelemetry.sdk.trace import SpanProcessor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.asgi import ClientGone, DisconnectWatch, read_body, respond, stream
 from gateway.config import Config
-from gateway.errors import GatewayError, exception_handlers
+from gateway.errors import GatewayError, exception_handlers, status_of
 from gateway.protocol import ModelList
 from gateway.proxy import StreamReply, UpstreamReply
 from gateway.service import CHAT, COMPLETIONS, Endpoint, Gateway
+from gateway.telemetry import CLIENT_CLOSED
 from runtimes.fleet import Fleet
 
 __all__ = ["create_app"]
@@ -47,6 +52,12 @@ async def ready(gateway: NamedDependency[Gateway]) -> dict[str, str]:
     return {"status": "ready"}
 
 
+@get("/metrics", sync_to_thread=False)
+def prometheus_metrics(gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """Prometheus exposition: request metrics, pools, cost, engine and host utilization."""
+    return Response(generate_latest(gateway.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 @get("/admin/pools")
 async def pools(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     """Every pool with its weight, target and instances: what an operator checks first."""
@@ -73,10 +84,18 @@ def _relay(gateway: Gateway, endpoint: Endpoint) -> ASGIRouteHandler:
     async def relay(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] != "POST":
             raise MethodNotAllowedException(headers={"Allow": "POST"})
-        with contextlib.suppress(ClientGone):  # the upstream request was cancelled; no one is left to answer
+        exchange = gateway.telemetry.begin(endpoint.operation, scope["headers"])
+        try:
             body = await read_body(scope, receive, limit)
             with DisconnectWatch(receive):
-                await _answer(send, await gateway.forward(body, endpoint))
+                await _answer(send, await gateway.forward(body, endpoint, exchange))
+        except ClientGone:  # the upstream request was cancelled; no one is left to answer
+            exchange.status = CLIENT_CLOSED
+        except BaseException as exc:
+            exchange.status = CLIENT_CLOSED if isinstance(exc, asyncio.CancelledError) else status_of(exc)
+            raise
+        finally:
+            gateway.telemetry.finish(exchange)
 
     return asgi(endpoint.path, name=endpoint.path, copy_scope=False)(relay)
 
@@ -89,11 +108,22 @@ async def _answer(send: Send, reply: UpstreamReply | StreamReply) -> None:
         await stream(send, reply.first, reply.rest)
 
 
-def create_app(config: Config, fleet: Fleet | None = None) -> Litestar:
-    """The gateway as an ASGI app; its lifespan starts and stops the fleet."""
-    gateway = Gateway(config, fleet)
+def create_app(config: Config, fleet: Fleet | None = None, span_processors: Iterable[SpanProcessor] = ()) -> Litestar:
+    """The gateway as an ASGI app; its lifespan starts and stops the fleet.
+
+    `span_processors` receive every span besides the in-process feed and the OTLP exporter.
+    """
+    gateway = Gateway(config, fleet, span_processors)
     return Litestar(
-        route_handlers=[_relay(gateway, CHAT), _relay(gateway, COMPLETIONS), list_models, health, ready, pools],
+        route_handlers=[
+            _relay(gateway, CHAT),
+            _relay(gateway, COMPLETIONS),
+            list_models,
+            health,
+            ready,
+            prometheus_metrics,
+            pools,
+        ],
         dependencies={"gateway": Provide(lambda: gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[gateway.running],

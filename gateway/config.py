@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from observability.config import ObservabilityConfig
 from optimizer.config import ModelConfig
 from runtimes.accelerators import Accelerator, AcceleratorOverride, resolve_catalog
 from runtimes.config import (
@@ -73,6 +74,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     accelerators: dict[str, AcceleratorOverride] = {}
     """Catalog overrides and additions, by accelerator name."""
     providers: ProvidersConfig = ProvidersConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     def catalog(self) -> dict[str, Accelerator]:
         return resolve_catalog(self.accelerators)

@@ -23,6 +23,7 @@ __all__ = [
     "exception_handlers",
     "model_not_found",
     "no_capacity",
+    "status_of",
     "upstream_failed",
 ]
 
@@ -147,6 +148,17 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _respond(GatewayError(500, "Internal gateway error.", type="server_error"))
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status the exception handlers answer `exc` with."""
+    if isinstance(exc, GatewayError):
+        return exc.status
+    if isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
+        return 400
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return 500
 
 
 exception_handlers: ExceptionHandlersMap = {

@@ -49,10 +49,19 @@ class _RequestView(msgspec.Struct, kw_only=True):
     def client_wants_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def token_limit(self) -> int | None:
+        """The most output tokens the client allows (`gen_ai.request.max_tokens`)."""
+        return self.max_tokens
+
 
 class ChatRequestView(_RequestView):
     messages: Annotated[list[ChatMessageView], Meta(min_length=1)]
     max_completion_tokens: PositiveInt | None = None
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
 
 
 class CompletionRequestView(_RequestView):

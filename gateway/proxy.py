@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -19,10 +19,11 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, error_frame, no_capacity, upstream_failed
 from gateway.protocol import RequestView, StreamChunkView, Usage, UsageView
 from gateway.router import Router
+from gateway.telemetry import CANCELLED, Attempt, Exchange, Telemetry
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 from runtimes.instance import Instance
 
-__all__ = ["Exchange", "Proxy", "StreamReply", "UpstreamRejected", "UpstreamReply"]
+__all__ = ["Proxy", "StreamReply", "UpstreamRejected", "UpstreamReply"]
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +34,6 @@ _chunk_decoder = msgspec.json.Decoder(StreamChunkView)
 
 class _Truncated(Exception):
     """The upstream closed the stream before `data: [DONE]`."""
-
-
-@dataclass
-class Exchange:
-    """What happened to one request: filled in as it goes, read by logging (and telemetry)."""
-
-    model: str
-    streaming: bool
-    started: float = field(default_factory=time.monotonic)
-    instance: Instance | None = None
-    attempts: int = 0
-    status: int = 0
-    usage: Usage | None = None
-    first_token_at: float | None = None
-    finished_at: float | None = None
 
 
 @dataclass
@@ -72,83 +58,84 @@ class Proxy:
         client: UpstreamClient,
         router: Router,
         config: GatewayConfig,
+        telemetry: Telemetry,
         upstream_headers: dict[str, dict[str, str]] | None = None,
         upstream_models: dict[str, str] | None = None,
     ) -> None:
         self.client = client
         self.router = router
         self.config = config
+        self.telemetry = telemetry
         self.upstream_headers = {pool: _header_lines(h) for pool, h in (upstream_headers or {}).items()}
         """Header lines per pool (an external upstream's API key)."""
         self.upstream_models = upstream_models or {}
         """The model name to send per pool, where the upstream calls it something else."""
 
-    async def complete(self, path: str, body: bytes, view: RequestView) -> UpstreamReply:
+    async def complete(self, path: str, body: bytes, view: RequestView, exchange: Exchange) -> UpstreamReply:
         """Forward a non-streaming request, retrying on other instances until one answers."""
-        exchange = Exchange(view.model, streaming=False)
         failure: str | None = None
         for instance in self._attempts(exchange):
-            instance.in_flight += 1
+            attempt = self.telemetry.attempt(exchange, instance)
             try:
-                response = await self._post(instance, path, self._body_for(instance, body, view))
+                response = await self._post(attempt, path, self._body_for(instance, body, view))
                 status, payload = response.status, await response.read()
             except UpstreamError as exc:
-                failure = self._failed(instance, exc)
+                failure = self._failed(attempt, exchange, exc)
                 continue
-            finally:
-                instance.in_flight -= 1
+            except BaseException:
+                self.telemetry.end_attempt(attempt, exchange, error=CANCELLED)
+                raise
             if status >= 500:
-                failure = self._failed(instance, f"status {status}")
+                failure = self._failed(attempt, exchange, f"status {status}", status)
                 continue
+            self.telemetry.end_attempt(attempt, exchange, status)
             self.router.succeeded(instance)
-            exchange.status, exchange.finished_at = status, time.monotonic()
+            exchange.status = status
             if status == 200:
                 exchange.usage = _usage_of(payload)
             _log_exchange(exchange)
             return UpstreamReply(status, payload)
         raise self._give_up(view.model, failure)
 
-    async def stream(self, path: str, body: bytes, view: RequestView) -> StreamReply:
+    async def stream(self, path: str, body: bytes, view: RequestView, exchange: Exchange) -> StreamReply:
         """Forward a streaming request; returns once its first event is ready, before any byte goes out.
 
         Until then every failure moves on to another instance, and running out of them raises
         GatewayError. An upstream that rejects the request (4xx) raises `UpstreamRejected`, which
         carries the upstream's status and envelope to the client unchanged.
         """
-        exchange = Exchange(view.model, streaming=True)
-        instance, response, first = await self._open_stream(path, body, view, exchange)
-        rest = self._relay(instance, response, first, view, exchange)
+        attempt, response, first = await self._open_stream(path, body, view, exchange)
+        rest = self._relay(attempt, response, first, view, exchange)
         return StreamReply(await anext(rest), rest)  # every way through `_relay` yields at least once
 
     async def _open_stream(
         self, path: str, body: bytes, view: RequestView, exchange: Exchange
-    ) -> tuple[Instance, UpstreamResponse, bytes]:
-        """An instance that answered 200 and its first event; the instance's `in_flight` stays taken."""
+    ) -> tuple[Attempt, UpstreamResponse, bytes]:
+        """An attempt that got a 200 and its first event; the attempt stays open (ended by `_relay`)."""
         failure: str | None = None
         for instance in self._attempts(exchange):
-            instance.in_flight += 1
+            attempt = self.telemetry.attempt(exchange, instance)
             try:
-                response, first = await self._first_event(instance, path, self._body_for(instance, body, view, True))
+                response, first = await self._first_event(attempt, path, self._body_for(instance, body, view, True))
             except (UpstreamError, _Truncated) as exc:
-                instance.in_flight -= 1
-                failure = self._failed(instance, exc)
+                failure = self._failed(attempt, exchange, exc)
                 continue
             except UpstreamRejected as rejected:
-                instance.in_flight -= 1
                 if rejected.status < 500:
+                    self.telemetry.end_attempt(attempt, exchange, rejected.status)
                     raise
-                failure = self._failed(instance, f"status {rejected.status}")
+                failure = self._failed(attempt, exchange, f"status {rejected.status}", rejected.status)
                 continue
             except BaseException:
-                instance.in_flight -= 1
+                self.telemetry.end_attempt(attempt, exchange, error=CANCELLED)
                 raise
             exchange.status = 200
-            return instance, response, first
+            return attempt, response, first
         raise self._give_up(view.model, failure)
 
-    async def _first_event(self, instance: Instance, path: str, body: bytes) -> tuple[UpstreamResponse, bytes]:
+    async def _first_event(self, attempt: Attempt, path: str, body: bytes) -> tuple[UpstreamResponse, bytes]:
         """One attempt at a stream: a 200 and its first event, or the error that decides what comes next."""
-        response = await self._post(instance, path, body, per_read=True)
+        response = await self._post(attempt, path, body, per_read=True)
         try:
             if response.status != 200:
                 raise UpstreamRejected(response.status, await response.read())
@@ -159,7 +146,7 @@ class Proxy:
 
     async def _relay(
         self,
-        instance: Instance,
+        attempt: Attempt,
         response: UpstreamResponse,
         event: bytes,
         view: RequestView,
@@ -167,35 +154,37 @@ class Proxy:
     ) -> AsyncGenerator[bytes]:
         """Pass events through as they arrive; closing early (client gone) drops the upstream connection.
 
-        Started at once by `stream`, so its `finally` (the instance's `in_flight`, the connection)
-        runs however the stream ends.
+        Started at once by `stream`, so its `finally` (the attempt, the connection) runs however
+        the stream ends.
         """
         finished = False
+        error: str | None = CANCELLED
         try:
             while not event.startswith(_DONE):
                 relayed = self._observe(event, view, exchange)
                 if relayed:
                     yield relayed
                 event = await _read_event(response)
-            finished = True
-            self.router.succeeded(instance)
+            finished, error = True, None
+            self.router.succeeded(attempt.instance)
             yield event
         except (UpstreamError, _Truncated) as exc:
-            reason = self._failed(instance, exc)
+            reason = self._failed_mid_stream(attempt, exc)
+            error = type(exc).__name__
             exchange.status = 502
             yield error_frame(upstream_failed(f"stream interrupted ({reason})"))
         finally:
-            instance.in_flight -= 1
+            self.telemetry.end_attempt(attempt, exchange, 200, error)
             if finished:
                 response.release()
             else:
                 response.close()  # tells the engine to abort the request
-            exchange.finished_at = time.monotonic()
             _log_exchange(exchange)
 
-    async def _post(self, instance: Instance, path: str, body: bytes, per_read: bool = False) -> UpstreamResponse:
+    async def _post(self, attempt: Attempt, path: str, body: bytes, per_read: bool = False) -> UpstreamResponse:
         """One attempt: a total timeout for a complete answer, a per-read one for a stream."""
-        headers = self.upstream_headers.get(instance.pool, _JSON_HEADERS)
+        instance = attempt.instance
+        headers = self.upstream_headers.get(instance.pool, _JSON_HEADERS) + attempt.header_lines
         return await self.client.post(instance.url, path, body, headers, self.config.response_timeout_s, per_read)
 
     def _observe(self, event: bytes, view: RequestView, exchange: Exchange) -> bytes | None:
@@ -226,7 +215,13 @@ class Proxy:
             exchange.instance = instance
             yield instance
 
-    def _failed(self, instance: Instance, reason: object) -> str:
+    def _failed(self, attempt: Attempt, exchange: Exchange, reason: object, status: int | None = None) -> str:
+        """An attempt failed before the client saw anything: end it and eject its instance."""
+        self.telemetry.end_attempt(attempt, exchange, status, error=_error_type(reason))
+        return self._failed_mid_stream(attempt, reason)
+
+    def _failed_mid_stream(self, attempt: Attempt, reason: object) -> str:
+        instance = attempt.instance
         text = f"{instance.id}: {_describe(reason)}"
         log.warning("upstream failure on %s", text)
         self.router.failed(instance, time.monotonic())
@@ -306,15 +301,19 @@ def _describe(reason: object) -> str:
     return str(reason)
 
 
+def _error_type(reason: object) -> str:
+    return type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
+
+
 def _log_exchange(exchange: Exchange) -> None:
     if not log.isEnabledFor(logging.DEBUG):
         return
     usage = exchange.usage or Usage()
     instance = exchange.instance.id if exchange.instance else "-"
-    end = exchange.finished_at or time.monotonic()
-    ttft_ms = ((exchange.first_token_at or end) - exchange.started) * 1000
+    end = time.monotonic()
+    ttft_ms = ((exchange.first_token_at or end) - exchange.arrived) * 1000
     log.debug(
-        "%s stream=%s instance=%s attempts=%d status=%d tokens=%d/%d ttft=%.1fms total=%.1fms",
+        "%s stream=%s instance=%s attempts=%d status=%d tokens=%d/%d ttft=%.1fms upstream done=%.1fms",
         exchange.model, exchange.streaming, instance, exchange.attempts, exchange.status,
-        usage.prompt_tokens, usage.completion_tokens, ttft_ms, (end - exchange.started) * 1000,
+        usage.prompt_tokens, usage.completion_tokens, ttft_ms, (end - exchange.arrived) * 1000,
     )  # fmt: skip

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from functools import partial
 
 import aiohttp
+from opentelemetry.sdk.trace import SpanProcessor
 
 from gateway.config import Config
 from gateway.errors import model_not_found
@@ -18,6 +19,7 @@ from gateway.health import HealthProber
 from gateway.protocol import ChatRequestView, CompletionRequestView, ModelCard, ModelList, decode_request
 from gateway.proxy import Proxy, StreamReply, UpstreamReply
 from gateway.router import PoolRoute, Router
+from gateway.telemetry import Exchange, Telemetry
 from gateway.upstream import UpstreamClient
 from runtimes.config import OpenAIEngineConfig
 from runtimes.fleet import Fleet
@@ -32,14 +34,18 @@ log = logging.getLogger(__name__)
 class Endpoint:
     path: str
     view: type[ChatRequestView] | type[CompletionRequestView]
+    operation: str
+    """`gen_ai.operation.name` of its requests."""
 
 
-CHAT = Endpoint("/v1/chat/completions", ChatRequestView)
-COMPLETIONS = Endpoint("/v1/completions", CompletionRequestView)
+CHAT = Endpoint("/v1/chat/completions", ChatRequestView, "chat")
+COMPLETIONS = Endpoint("/v1/completions", CompletionRequestView, "text_completion")
 
 
 class Gateway:
-    def __init__(self, config: Config, fleet: Fleet | None = None) -> None:
+    def __init__(
+        self, config: Config, fleet: Fleet | None = None, span_processors: Iterable[SpanProcessor] = ()
+    ) -> None:
         self.config = config
         self.fleet = fleet or Fleet(config.pools, config.providers)
         self.router = Router(
@@ -47,6 +53,7 @@ class Gateway:
             eject_s=config.gateway.eject_s,
         )
         self.model_list = ModelList([ModelCard(model.name) for model in config.models])
+        self.telemetry = Telemetry(config, self.router, self.fleet, span_processors)
         self._proxy: Proxy | None = None
 
     @property
@@ -60,30 +67,33 @@ class Gateway:
         """The app's lifespan: upstream connections, instances and health probes."""
         client = UpstreamClient(self.config.gateway.connect_timeout_s)
         async with aiohttp.ClientSession() as session:  # health probes only: requests go through `client`
-            self._proxy = Proxy(client, self.router, self.config.gateway, *self._upstream_overrides())
+            self._proxy = Proxy(client, self.router, self.config.gateway, self.telemetry, *self._upstream_overrides())
             prober = HealthProber(session, self.router, self.all_instances, self.config.gateway.health_interval_s)
-            await self.fleet.start()
-            probing = asyncio.create_task(prober.run(), name="health probes")
-            try:
-                yield
-            finally:
-                probing.cancel()
-                await asyncio.gather(probing, return_exceptions=True)
-                await self.fleet.close()
-                client.close()
-                self._proxy = None
+            async with self.telemetry.running(session):
+                await self.fleet.start()
+                probing = asyncio.create_task(prober.run(), name="health probes")
+                try:
+                    yield
+                finally:
+                    probing.cancel()
+                    await asyncio.gather(probing, return_exceptions=True)
+                    await self.fleet.close()
+                    client.close()
+                    self._proxy = None
 
-    async def forward(self, body: bytes, endpoint: Endpoint) -> UpstreamReply | StreamReply:
+    async def forward(self, body: bytes, endpoint: Endpoint, exchange: Exchange) -> UpstreamReply | StreamReply:
         """Decode the routing view, then relay: a complete reply, or a stream whose first event is ready.
 
         The caller cancels this (and so the upstream request) when the client disconnects.
         """
         view = decode_request(body, endpoint.view)
+        exchange.model, exchange.streaming, exchange.max_tokens = view.model, view.streaming, view.token_limit
         if not self.router.serves(view.model):
             raise model_not_found(view.model)
+        exchange.served = True
         if view.streaming:
-            return await self.proxy.stream(endpoint.path, body, view)
-        return await self.proxy.complete(endpoint.path, body, view)
+            return await self.proxy.stream(endpoint.path, body, view, exchange)
+        return await self.proxy.complete(endpoint.path, body, view, exchange)
 
     def all_instances(self) -> list[Instance]:
         return [i for provider in self.fleet.providers.values() for i in provider.instances]

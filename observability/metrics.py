@@ -13,7 +13,7 @@ from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-__all__ = ["CATALOGUE", "DURATION_BUCKETS", "MetricDef", "QUEUE_WAIT_BUCKETS", "TPOT_BUCKETS", "TTFT_BUCKETS"]
+__all__ = ["CATALOGUE", "DURATION_BUCKETS", "QUEUE_WAIT_BUCKETS", "TPOT_BUCKETS", "TTFT_BUCKETS", "MetricDef"]
 
 Kind = Literal["counter", "gauge", "histogram"]
 
@@ -57,7 +57,10 @@ _REQUEST = ("model", "pool")
 
 # Requests, recorded on the request path (pool is "" when the request never reached one).
 REQUESTS = MetricDef(
-    "thrifty_requests_total", "counter", "Requests answered, by HTTP status (499: client went away).", (*_REQUEST, "status")
+    "thrifty_requests_total",
+    "counter",
+    "Requests answered, by HTTP status (499: client went away).",
+    (*_REQUEST, "status"),
 )
 INPUT_TOKENS = MetricDef("thrifty_input_tokens_total", "counter", "Prompt tokens of answered requests.", _REQUEST)
 OUTPUT_TOKENS = MetricDef("thrifty_output_tokens_total", "counter", "Generated tokens of answered requests.", _REQUEST)
@@ -73,7 +76,10 @@ QUEUE_WAIT = MetricDef(
     "thrifty_queue_wait_seconds", "histogram", "Arrival to the first dispatch to an instance.", _REQUEST
 )
 ATTEMPTS = MetricDef(
-    "thrifty_upstream_attempts_total", "counter", "Attempts on instances, by outcome (ok, failed).", (*_REQUEST, "outcome")
+    "thrifty_upstream_attempts_total",
+    "counter",
+    "Attempts on instances, by outcome (ok, failed, cancelled: the client left).",
+    (*_REQUEST, "outcome"),
 )
 REQUEST_COST = MetricDef(
     "thrifty_request_cost_usd_total", "counter", "Instance cost attributed to requests (busy time shared).", _REQUEST
@@ -85,9 +91,13 @@ POOL_INFO = MetricDef(
     ("pool", "model", "accelerator", "quantization", "engine"),
 )  # fmt: skip
 POOL_INSTANCES = MetricDef("thrifty_pool_instances", "gauge", "Instances by state.", ("pool", "state"))
-POOL_TARGET = MetricDef("thrifty_pool_instances_target", "gauge", "Instance count the provider moves toward.", ("pool",))
+POOL_TARGET = MetricDef(
+    "thrifty_pool_instances_target", "gauge", "Instance count the provider moves toward.", ("pool",)
+)
 POOL_WEIGHT = MetricDef("thrifty_pool_weight", "gauge", "Traffic weight of the pool within its model.", ("pool",))
-POOL_IN_FLIGHT = MetricDef("thrifty_pool_requests_in_flight", "gauge", "Requests on the pool's instances now.", ("pool",))
+POOL_IN_FLIGHT = MetricDef(
+    "thrifty_pool_requests_in_flight", "gauge", "Requests on the pool's instances now.", ("pool",)
+)
 POOL_PRICE = MetricDef("thrifty_pool_price_usd_per_hour", "gauge", "Price of one instance-hour.", ("pool",))
 
 # Cost, from the ledger: instance-time x price, split into attributed and idle.
@@ -95,7 +105,10 @@ POOL_COST_RATE = MetricDef(
     "thrifty_pool_cost_usd_per_hour", "gauge", "What the pool's instances cost now (instances x price).", ("pool",)
 )
 POOL_COST = MetricDef(
-    "thrifty_pool_cost_usd_total", "counter", "Cost accrued since the gateway started: instance-time x price.", ("pool",)
+    "thrifty_pool_cost_usd_total",
+    "counter",
+    "Cost accrued since the gateway started: instance-time x price.",
+    ("pool",),
 )
 POOL_IDLE_COST = MetricDef(
     "thrifty_pool_idle_cost_usd_total", "counter", "Cost accrued while an instance had no request.", ("pool",)
@@ -107,13 +120,18 @@ POOL_TOKENS_PER_USD = MetricDef(
     "thrifty_pool_output_tokens_per_usd", "gauge", "Output tokens per dollar over the rolling cost window.", ("pool",)
 )
 POOL_USD_PER_MTOK = MetricDef(
-    "thrifty_pool_usd_per_million_output_tokens", "gauge", "Dollars per million output tokens, rolling window.", ("pool",)
+    "thrifty_pool_usd_per_million_output_tokens",
+    "gauge",
+    "Dollars per million output tokens, rolling window.",
+    ("pool",),
 )
 FLEET_TOKENS_PER_USD = MetricDef(
     "thrifty_fleet_output_tokens_per_usd", "gauge", "Output tokens per dollar over all pools, rolling window."
 )
 FLEET_USD_PER_MTOK = MetricDef(
-    "thrifty_fleet_usd_per_million_output_tokens", "gauge", "Dollars per million output tokens, all pools, rolling window."
+    "thrifty_fleet_usd_per_million_output_tokens",
+    "gauge",
+    "Dollars per million output tokens, all pools, rolling window.",
 )
 COST_WINDOW = MetricDef("thrifty_cost_window_seconds", "gauge", "Length of the rolling cost window.")
 
@@ -133,8 +151,12 @@ ENGINE_WAITING = MetricDef(
 ENGINE_KV_USAGE = MetricDef(
     "thrifty_engine_kv_cache_usage_ratio", "gauge", "KV-cache blocks in use, 0-1 (vllm:kv_cache_usage_perc).", _INSTANCE
 )
-POOL_ENGINE_RUNNING = MetricDef("thrifty_pool_engine_requests_running", "gauge", "Sum over the pool's engines.", ("pool",))
-POOL_ENGINE_WAITING = MetricDef("thrifty_pool_engine_requests_waiting", "gauge", "Sum over the pool's engines.", ("pool",))
+POOL_ENGINE_RUNNING = MetricDef(
+    "thrifty_pool_engine_requests_running", "gauge", "Sum over the pool's engines.", ("pool",)
+)
+POOL_ENGINE_WAITING = MetricDef(
+    "thrifty_pool_engine_requests_waiting", "gauge", "Sum over the pool's engines.", ("pool",)
+)
 POOL_KV_USAGE = MetricDef("thrifty_pool_kv_cache_usage_ratio", "gauge", "Mean over the pool's engines.", ("pool",))
 
 # The host the gateway runs on, and its accelerators where a library can read them.

@@ -53,6 +53,14 @@ class VllmEngineConfig(msgspec.Struct, tag="vllm", tag_field="kind", kw_only=Tru
     extra_args: list[str] = []
     env: dict[str, str] = {}
 
+    @property
+    def variant(self) -> str:
+        """The precision it serves at: the quantization method, else the dtype (`bf16`, ...)."""
+        return self.quantization or _DTYPE_NAMES[self.dtype]
+
+
+_DTYPE_NAMES = {"auto": "auto", "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
 
 class OpenAIEngineConfig(msgspec.Struct, tag="openai", tag_field="kind", kw_only=True, forbid_unknown_fields=True):
     """Any external OpenAI-compatible server, reached at the pool's `urls`; never started by us."""
@@ -61,6 +69,10 @@ class OpenAIEngineConfig(msgspec.Struct, tag="openai", tag_field="kind", kw_only
     """The model name the upstream expects, if it differs from the client-facing name."""
     api_key_env: str | None = None
     """Environment variable holding the upstream's API key, sent as a bearer token."""
+
+    @property
+    def variant(self) -> str:
+        return "external"  # whatever precision the upstream serves is not ours to know
 
 
 EngineConfig = VllmEngineConfig | OpenAIEngineConfig

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from runtimes.config import PoolConfig, ProvidersConfig
 from runtimes.instance import Instance
 
-__all__ = ["PROVIDERS", "Provider"]
+__all__ = ["PROVIDERS", "InstanceListener", "Provider"]
 
 PROVIDERS: dict[str, type[Provider]] = {}
+
+
+class InstanceListener(Protocol):
+    """Told when an instance starts to exist and when it is gone (what cost accounting needs)."""
+
+    def instance_started(self, instance: Instance) -> None: ...
+
+    def instance_stopped(self, instance: Instance) -> None: ...
 
 
 class Provider(abc.ABC):
@@ -29,6 +37,7 @@ class Provider(abc.ABC):
     def __init__(self, pool: PoolConfig, settings: ProvidersConfig) -> None:
         self.pool = pool
         self.settings = settings
+        self.listeners: list[InstanceListener] = []
 
     @property
     @abc.abstractmethod
@@ -51,6 +60,15 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop everything this provider started and wait until it is gone."""
+
+    def announce_started(self, instance: Instance) -> None:
+        """The instance costs money from now on: its process (or machine) was asked for."""
+        for listener in self.listeners:
+            listener.instance_started(instance)
+
+    def announce_stopped(self, instance: Instance) -> None:
+        for listener in self.listeners:
+            listener.instance_stopped(instance)
 
     def clamp(self, count: int) -> int:
         return max(self.pool.instances.min, min(self.pool.instances.max, count))

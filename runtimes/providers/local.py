@@ -94,6 +94,7 @@ class LocalProvider(Provider, name="local"):
         slot = _Slot(instance)
         slot.task = asyncio.create_task(self._supervise(slot), name=f"supervise {instance.id}")
         self._slots.append(slot)
+        self.announce_started(instance)
 
     def _retire(self, slot: _Slot) -> None:
         slot.retiring = True
@@ -117,6 +118,7 @@ class LocalProvider(Provider, name="local"):
         slot.instance.state = InstanceState.STOPPED
         if slot in self._slots:
             self._slots.remove(slot)
+            self.announce_stopped(slot.instance)
         log.info("%s: stopped", slot.instance.id)
 
     async def _supervise(self, slot: _Slot) -> None:

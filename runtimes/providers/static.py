@@ -36,7 +36,8 @@ class StaticProvider(Provider, name="static"):
         return len(self._instances)
 
     async def start(self) -> None:
-        return None
+        for instance in self._instances:  # someone pays for them while we route to them
+            self.announce_started(instance)
 
     async def set_target(self, count: int) -> int:
         return len(self._instances)  # fixed by the config
@@ -44,3 +45,4 @@ class StaticProvider(Provider, name="static"):
     async def close(self) -> None:
         for instance in self._instances:
             instance.state = InstanceState.STOPPED
+            self.announce_stopped(instance)

