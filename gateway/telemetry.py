@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from opentelemetry.context import Context
@@ -64,6 +65,8 @@ class Exchange:
     usage: Usage | None = None
     first_token_at: float | None = None
     cost_usd: float = 0.0
+    tries: list[Attempt] = field(default_factory=list)
+    """Attempts made so far; their spans end with the request's, off the answer's critical path."""
 
 
 @dataclass(eq=False, slots=True)
@@ -74,6 +77,10 @@ class Attempt:
     lease: Lease
     span: Span
     header_lines: bytes
+    ended_ns: int = 0
+    status: int | None = None
+    error: str | None = None
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -199,34 +206,25 @@ class Telemetry:
         carrier: dict[str, str] = {}
         _propagator.inject(carrier, context=set_span_in_context(span))
         header_lines = "".join(f"{name}: {value}\r\n" for name, value in carrier.items()).encode()
-        return Attempt(instance, lease, span, header_lines)
+        attempt = Attempt(instance, lease, span, header_lines)
+        exchange.tries.append(attempt)
+        return attempt
 
     def end_attempt(
         self, attempt: Attempt, exchange: Exchange, status: int | None = None, error: str | None = None
     ) -> None:
-        """The attempt let go of its instance: with the upstream's status, or the error that ended it."""
-        instance = attempt.instance
-        instance.in_flight -= 1
-        cost = self.ledger.end(attempt.lease, instance.id)
-        exchange.cost_usd += cost
-        failed = error not in (None, CANCELLED) or (status is not None and status >= 500)
-        outcome = CANCELLED if error == CANCELLED else "failed" if failed else "ok"
+        """The attempt let go of its instance: with the upstream's status, or the error that ended it.
+
+        Only the bookkeeping the next request depends on happens now; its span ends in `finish`.
+        """
+        attempt.ended_ns = time.time_ns()
+        attempt.status, attempt.error = status, error
+        attempt.instance.in_flight -= 1
+        attempt.cost_usd = self.ledger.end(attempt.lease, attempt.instance.id)
+        exchange.cost_usd += attempt.cost_usd
         model = exchange.model if exchange.served else ""
-        self.request_metrics.child(self.request_metrics.attempts, model, instance.pool, outcome).inc()
-        attributes: dict[str, Any] = {
-            semconv.THRIFTY_POOL: instance.pool,
-            semconv.THRIFTY_INSTANCE: instance.id,
-            semconv.SERVER_ADDRESS: instance.url,
-            semconv.THRIFTY_COST_USD: cost,
-        }
-        if status is not None:
-            attributes[semconv.HTTP_RESPONSE_STATUS_CODE] = status
-        if error is not None or failed:
-            attributes[semconv.ERROR_TYPE] = error or str(status)
-        if failed:
-            attempt.span.set_status(Status(StatusCode.ERROR, error))
-        attempt.span.set_attributes(attributes)
-        attempt.span.end()
+        outcome = CANCELLED if error == CANCELLED else "failed" if _failed(attempt) else "ok"
+        self.request_metrics.child(self.request_metrics.attempts, model, attempt.instance.pool, outcome).inc()
 
     def finish(self, exchange: Exchange) -> None:
         """The request is over (answered, failed or abandoned): record it everywhere, end its span."""
@@ -275,6 +273,8 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR))
         if exchange.model:
             span.update_name(semconv.span_name(exchange.operation, exchange.model))
+        for attempt in exchange.tries:
+            _end_attempt_span(attempt)
         span.set_attributes(attributes)
         span.end()
 
@@ -336,6 +336,32 @@ class Telemetry:
         )
         yield metrics.SLO_TTFT.family(((m.name,), m.slo.ttft_p95_ms / 1000) for m in self.config.models)
         yield metrics.SLO_TPOT.family(((m.name,), m.slo.tpot_p95_ms / 1000) for m in self.config.models)
+
+
+def _failed(attempt: Attempt) -> bool:
+    """The instance's fault: an error other than the client leaving, or a 5xx."""
+    return attempt.error not in (None, CANCELLED) or (attempt.status is not None and attempt.status >= 500)
+
+
+def _end_attempt_span(attempt: Attempt) -> None:
+    instance = attempt.instance
+    address = urlsplit(instance.url)
+    attributes: dict[str, Any] = {
+        semconv.THRIFTY_POOL: instance.pool,
+        semconv.THRIFTY_INSTANCE: instance.id,
+        semconv.SERVER_ADDRESS: address.hostname or "",
+        semconv.THRIFTY_COST_USD: attempt.cost_usd,
+    }
+    if address.port is not None:
+        attributes[semconv.SERVER_PORT] = address.port
+    if attempt.status is not None:
+        attributes[semconv.HTTP_RESPONSE_STATUS_CODE] = attempt.status
+    if attempt.error is not None or _failed(attempt):
+        attributes[semconv.ERROR_TYPE] = attempt.error or str(attempt.status)
+    if _failed(attempt):
+        attempt.span.set_status(Status(StatusCode.ERROR, attempt.error))
+    attempt.span.set_attributes(attributes)
+    attempt.span.end(end_time=attempt.ended_ns or None)
 
 
 def _client_context(headers: Iterable[tuple[bytes, bytes]]) -> Context | None:
