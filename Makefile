@@ -7,7 +7,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install prometheus run test test-fast lint bench dashboards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +23,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The tests run every dashboard query through a real Prometheus (and promtool) from Debian.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		echo "installing Prometheus from Debian"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 run: install
 	$(VENV)/bin/thrifty serve
 
-test: install
+test: install prometheus
 	$(PY) -m pytest -ra
 
-test-fast: install
+test-fast: install prometheus
 	$(PY) -m pytest -ra -m "not e2e"
 
 lint: install
@@ -37,6 +46,10 @@ lint: install
 
 bench: install
 	$(VENV)/bin/thrifty bench overhead
+
+# Regenerate deploy/grafana/dashboards from observability/dashboards.py.
+dashboards: install
+	$(PY) -m observability.dashboards
 
 clean:
 	rm -rf $(VENV) .thrifty .pytest_cache .mypy_cache .ruff_cache

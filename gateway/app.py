@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from litestar import Litestar, Response, asgi, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import MethodNotAllowedException
@@ -127,6 +128,7 @@ def create_app(config: Config, fleet: Fleet | None = None, span_processors: Iter
         dependencies={"gateway": Provide(lambda: gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[gateway.running],
+        state=State({"gateway": gateway}),
         request_max_body_size=config.gateway.max_body_bytes,
         openapi_config=None,
         logging_config=None,  # the CLI configures logging once for every component

@@ -16,9 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import Metric
@@ -30,6 +29,7 @@ from observability import metrics, semconv
 from observability.cost import CostLedger, Lease
 from observability.engine import EngineScraper, ScrapeTarget
 from observability.host import HostCollector
+from observability.records import RequestRecord, from_attributes
 from observability.tracing import RecordFeed, build_tracer_provider
 from runtimes.config import PoolConfig, VllmEngineConfig
 from runtimes.fleet import Fleet
@@ -52,7 +52,12 @@ class Exchange:
 
     operation: str
     span: Span
+    """The request's span; a non-recording one when nothing reads spans."""
     arrived: float = field(default_factory=time.monotonic)
+    arrived_ns: int = field(default_factory=time.time_ns)
+    """Wall-clock arrival: the span's start time."""
+    trace_lines: bytes = b""
+    """The client's own trace headers, passed on as they are when the gateway records no spans."""
     model: str = ""
     served: bool = False
     """The model is one the gateway serves (only those become metric labels)."""
@@ -148,11 +153,9 @@ class Telemetry:
         self.pools = {pool.name: _PoolFacts.of(pool, config.price_per_hour(pool)) for pool in config.pools}
         self.ledger = CostLedger(settings.cost_window_s)
         self.feed = RecordFeed()
-        """Request records of finished spans, for in-process consumers (the optimizer)."""
-        self.tracer_provider = build_tracer_provider(
-            settings, [self.feed, *span_processors], instance_id=config.gateway.listen
-        )
-        self.tracer = self.tracer_provider.get_tracer("thrifty.gateway")
+        """Every finished request's record, for in-process consumers (the optimizer)."""
+        self.tracer_provider = build_tracer_provider(settings, list(span_processors), config.gateway.listen)
+        self.tracer = None if self.tracer_provider is None else self.tracer_provider.get_tracer("thrifty.gateway")
         self.scraper = EngineScraper(
             self._scrape_targets, settings.engine_scrape_interval_s, settings.engine_scrape_timeout_s
         )
@@ -175,7 +178,8 @@ class Telemetry:
         finally:
             scraping.cancel()
             await asyncio.gather(scraping, return_exceptions=True)
-            await asyncio.to_thread(self.tracer_provider.shutdown)
+            if self.tracer_provider is not None:
+                await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes the exporter
             if self.host is not None:
                 self.host.close()
 
@@ -191,8 +195,14 @@ class Telemetry:
 
     def begin(self, operation: str, headers: Iterable[tuple[bytes, bytes]]) -> Exchange:
         """A request arrived; its span continues the client's trace if it sent `traceparent`."""
-        span = self.tracer.start_span(operation, context=_client_context(headers), kind=SpanKind.SERVER)
-        return Exchange(operation, span)
+        carrier = _trace_headers(headers)
+        if self.tracer is None:
+            lines = "".join(f"{name}: {value}\r\n" for name, value in carrier.items()).encode()
+            return Exchange(operation, INVALID_SPAN, trace_lines=lines)
+        context = _propagator.extract(carrier) if carrier else None
+        now_ns = time.time_ns()
+        span = self.tracer.start_span(operation, context=context, kind=SpanKind.SERVER, start_time=now_ns)
+        return Exchange(operation, span, arrived_ns=now_ns)
 
     def attempt(self, exchange: Exchange, instance: Instance) -> Attempt:
         """An attempt on `instance` starts: it holds the instance (in flight, cost) until `end_attempt`."""
@@ -200,13 +210,18 @@ class Telemetry:
             exchange.dispatched_at = time.monotonic()
         instance.in_flight += 1
         lease = self.ledger.begin(instance.id)
-        span = self.tracer.start_span(
-            f"{semconv.ATTEMPT} {exchange.operation}", context=set_span_in_context(exchange.span), kind=SpanKind.CLIENT
-        )
-        carrier: dict[str, str] = {}
-        _propagator.inject(carrier, context=set_span_in_context(span))
-        header_lines = "".join(f"{name}: {value}\r\n" for name, value in carrier.items()).encode()
-        attempt = Attempt(instance, lease, span, header_lines)
+        if self.tracer is None:
+            attempt = Attempt(instance, lease, INVALID_SPAN, exchange.trace_lines)
+        else:
+            span = self.tracer.start_span(
+                f"{semconv.ATTEMPT} {exchange.operation}",
+                context=set_span_in_context(exchange.span),
+                kind=SpanKind.CLIENT,
+            )
+            carrier: dict[str, str] = {}
+            _propagator.inject(carrier, context=set_span_in_context(span))
+            header_lines = "".join(f"{name}: {value}\r\n" for name, value in carrier.items()).encode()
+            attempt = Attempt(instance, lease, span, header_lines)
         exchange.tries.append(attempt)
         return attempt
 
@@ -267,16 +282,23 @@ class Telemetry:
                 attributes[key] = value
         if queue_wait is not None:
             attributes[semconv.THRIFTY_QUEUE_WAIT_S] = queue_wait
-        span = exchange.span
         if exchange.status >= 500:
             attributes[semconv.ERROR_TYPE] = str(exchange.status)
+        end_ns = exchange.arrived_ns + int(duration * 1e9)
+        if self.feed.wanted:
+            self.feed.publish(_record(exchange, attributes, end_ns))
+        span = exchange.span
+        if not span.is_recording():
+            return
+        if exchange.status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         if exchange.model:
             span.update_name(semconv.span_name(exchange.operation, exchange.model))
         for attempt in exchange.tries:
-            _end_attempt_span(attempt)
+            if attempt.span.is_recording():
+                _end_attempt_span(attempt)
         span.set_attributes(attributes)
-        span.end()
+        span.end(end_time=end_ns)
 
     def _record_metrics(
         self,
@@ -364,14 +386,26 @@ def _end_attempt_span(attempt: Attempt) -> None:
     attempt.span.end(end_time=attempt.ended_ns or None)
 
 
-def _client_context(headers: Iterable[tuple[bytes, bytes]]) -> Context | None:
-    """The client's trace context, when it sent one (most requests don't: skip the propagator)."""
-    carrier = {
+def _trace_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The client's W3C trace context headers, if it sent any (most requests don't)."""
+    return {
         name.decode("latin-1"): value.decode("latin-1")
         for name, value in headers
         if name in (b"traceparent", b"tracestate")
     }
-    return _propagator.extract(carrier) if carrier else None
+
+
+def _record(exchange: Exchange, attributes: dict[str, Any], end_ns: int) -> RequestRecord:
+    """The request's record, read from its span attributes exactly as a span received over OTLP is."""
+    context = exchange.span.get_span_context()
+    ids = (f"{context.trace_id:032x}", f"{context.span_id:016x}") if context.is_valid else ("", "")
+    return from_attributes(
+        attributes,
+        trace_id=ids[0],
+        span_id=ids[1],
+        start=exchange.arrived_ns / 1e9,
+        end=end_ns / 1e9,
+    )
 
 
 def _stream_latencies(exchange: Exchange, now: float, output_tokens: int) -> tuple[float | None, float | None]:

@@ -18,6 +18,9 @@ class ObservabilityConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT variables decide; neither set, no export."""
     otlp_headers: dict[str, str] = {}
     """Extra headers for the OTLP exporter (e.g. an API key of a hosted backend)."""
+    trace_sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    """Share of traces exported (a client's sampled flag is honoured). The optimizer and the
+    metrics see every request whatever this says."""
     cost_window_s: Annotated[float, Meta(ge=10)] = 300.0
     """Rolling window of the tokens-per-dollar and dollars-per-million-tokens gauges."""
     engine_scrape_interval_s: Annotated[float, Meta(gt=0)] = 5.0

@@ -1,7 +1,8 @@
-"""The typed record of one request, read back from its span: what the optimizer consumes.
+"""The typed record of one request, read from its span's attributes: what the optimizer consumes.
 
-The same record comes from a span finished in this process (`from_readable_span`) and from a
-span received over OTLP (`observability.otlp`), so one gateway or many feed the same code.
+The gateway builds it from the attributes it gives the request's span, and an OTLP receiver
+from the attributes of a span it received (`observability.otlp`), with the same function: one
+gateway or many feed the same code.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from observability import semconv
 
-__all__ = ["RequestRecord", "from_attributes", "from_readable_span", "is_request_span"]
+__all__ = ["RequestRecord", "from_attributes", "is_request_span"]
 
 
 class RequestRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,17 +77,4 @@ def from_attributes(
         tpot_s=optional(semconv.THRIFTY_TPOT_S),
         attempts=int(attributes.get(semconv.THRIFTY_ATTEMPTS, 0)),
         cost_usd=float(attributes.get(semconv.THRIFTY_COST_USD, 0.0)),
-    )
-
-
-def from_readable_span(span: ReadableSpan) -> RequestRecord | None:
-    attributes = span.attributes or {}
-    if not is_request_span(span.kind, attributes) or span.context is None:
-        return None
-    return from_attributes(
-        attributes,
-        trace_id=f"{span.context.trace_id:032x}",
-        span_id=f"{span.context.span_id:016x}",
-        start=(span.start_time or 0) / 1e9,
-        end=(span.end_time or 0) / 1e9,
     )

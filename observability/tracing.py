@@ -1,25 +1,26 @@
-"""OpenTelemetry setup: a tracer provider per gateway, OTLP/HTTP export, and the in-process feed.
+"""OpenTelemetry setup (a tracer provider per gateway, OTLP/HTTP export) and the in-process feed.
 
-Every span is recorded (the optimizer needs all of them, whatever a client's sampling flag
-says); export to an OTLP receiver is batched on a background thread. Request spans are also
-handed, as `RequestRecord`s, to in-process subscribers when they end.
+Spans exist only when something reads them: an OTLP exporter or processors a caller adds. The
+SDK costs tens of microseconds per span, which a gateway that exports nothing should not pay.
+The optimizer does not depend on them: each request's `RequestRecord` is published to the feed
+whether or not its span is recorded or sampled, built from the same attributes with the same
+function (`records.from_attributes`) that decodes spans received over OTLP.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from observability.config import ObservabilityConfig
-from observability.records import RequestRecord, from_readable_span
+from observability.records import RequestRecord
 
 __all__ = ["RecordFeed", "build_tracer_provider", "otlp_traces_url"]
 
@@ -28,11 +29,11 @@ log = logging.getLogger(__name__)
 _ENV_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
-class RecordFeed(SpanProcessor):
-    """Turns each finished request span into a `RequestRecord` for the subscribers, synchronously.
+class RecordFeed:
+    """Hands each finished request's record to the subscribers, synchronously.
 
-    Subscribers run on the thread that ends the span (the gateway's event loop): they must be
-    quick, like appending to a window. One that raises is logged and does not stop the others.
+    Subscribers run on the gateway's event loop: they must be quick, like appending to a window.
+    One that raises is logged and does not stop the others.
     """
 
     def __init__(self) -> None:
@@ -43,26 +44,16 @@ class RecordFeed(SpanProcessor):
         self._subscribers.append(subscriber)
         return lambda: self._subscribers.remove(subscriber)
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
+    @property
+    def wanted(self) -> bool:
+        return bool(self._subscribers)
 
-    def on_end(self, span: ReadableSpan) -> None:
-        if not self._subscribers:
-            return
-        record = from_readable_span(span)
-        if record is None:
-            return
+    def publish(self, record: RequestRecord) -> None:
         for subscriber in list(self._subscribers):
             try:
                 subscriber(record)
             except Exception:
                 log.exception("a request-record subscriber failed")
-
-    def shutdown(self) -> None:
-        self._subscribers.clear()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 def otlp_traces_url(config: ObservabilityConfig) -> str | None:
@@ -77,18 +68,21 @@ def otlp_traces_url(config: ObservabilityConfig) -> str | None:
 
 
 def build_tracer_provider(
-    config: ObservabilityConfig, processors: Iterable[SpanProcessor], instance_id: str = ""
-) -> TracerProvider:
-    """A provider with the given in-process processors, plus OTLP export when an endpoint is set."""
+    config: ObservabilityConfig, processors: Sequence[SpanProcessor] = (), instance_id: str = ""
+) -> TracerProvider | None:
+    """A provider with the given processors, plus OTLP export when an endpoint is set; None if neither."""
+    url = otlp_traces_url(config)
+    if url is None and not processors:
+        return None
     attributes = {"service.name": config.service_name}
     if instance_id:
         attributes["service.instance.id"] = instance_id
-    provider = TracerProvider(resource=Resource.create(attributes), sampler=ALWAYS_ON)
+    sampler = ParentBased(TraceIdRatioBased(config.trace_sample_ratio))
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
     for processor in processors:
         provider.add_span_processor(processor)
-    url = otlp_traces_url(config)
     if url is not None:
         exporter = OTLPSpanExporter(endpoint=url, headers=dict(config.otlp_headers) or None)
         provider.add_span_processor(BatchSpanProcessor(exporter))
-        log.info("exporting spans to %s", url)
+        log.info("exporting spans to %s (sample ratio %g)", url, config.trace_sample_ratio)
     return provider

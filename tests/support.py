@@ -75,10 +75,18 @@ def static_config(
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    config: Config, fleet: Fleet | None = None, span_processors: Iterable[SpanProcessor] = ()
+    config: Config,
+    fleet: Fleet | None = None,
+    span_processors: Iterable[SpanProcessor] = (),
+    records: list[RequestRecord] | None = None,
 ) -> AsyncIterator[str]:
-    """Serve the gateway app over real HTTP in this event loop; yields its base URL."""
+    """Serve the gateway app over real HTTP in this event loop; yields its base URL.
+
+    `records`, if given, receives the record of every finished request (the optimizer's feed).
+    """
     app = create_app(config, fleet, span_processors)
+    if records is not None:
+        app.state.gateway.telemetry.feed.subscribe(records.append)
     server = uvicorn.Server(
         uvicorn.Config(app, host=config.gateway.host, port=config.gateway.port, log_config=None, lifespan="on")
     )

@@ -76,6 +76,7 @@ def e2e_config(tmp: Path) -> Path:
     for pool in config["pools"]:
         pool["engine"]["enforce_eager"] = True
     config["providers"] = {"local": {"log_dir": str(tmp / "instances"), "restart_backoff_s": 1.0}}
+    config["observability"] = {"engine_scrape_interval_s": 1.0}
     path = tmp / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -128,11 +129,12 @@ def prometheus(live_gateway: RunningGateway, tmp_path_factory: pytest.TempPathFa
     if binary is None:
         pytest.fail("prometheus is not installed: `make test` installs it (apt-get install prometheus)")
     tmp = tmp_path_factory.mktemp("prometheus")
-    target = live_gateway.url.removeprefix("http://")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "thrifty", "static_configs": [{"targets": [target]}]}],
-    }
+    # The shipped config, pointed at this gateway and scraping every second.
+    config = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "prometheus.yml").read_text())
+    config["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    (job,) = config["scrape_configs"]
+    job |= {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    job["static_configs"] = [{"targets": [live_gateway.url.removeprefix("http://")]}]
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     listen = f"127.0.0.1:{free_port()}"
     log_path = tmp / "prometheus.log"

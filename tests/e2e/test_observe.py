@@ -109,19 +109,19 @@ def test_engine_load_is_scraped_from_the_instances(live_gateway: RunningGateway)
     # A long generation shows up as a running request in its engine's own metrics.
     done = threading.Event()
 
-    def long_stream() -> None:
-        try:
-            stream = sdk(live_gateway).completions.create(
-                model=MODEL, prompt="class Parser:\n", max_tokens=1500, stream=True, extra_body={"ignore_eos": True}
+    def long_streams() -> None:
+        """Back-to-back long generations until the gauge is seen (a tiny model decodes fast)."""
+        client = sdk(live_gateway)
+        while not done.is_set():
+            stream = client.completions.create(
+                model=MODEL, prompt="class Parser:\n", max_tokens=1900, stream=True, extra_body={"ignore_eos": True}
             )
-            for _ in stream:
-                if done.is_set():
-                    stream.close()
-                    return
-        finally:
-            done.set()
+            with stream:
+                for _ in stream:
+                    if done.is_set():
+                        break
 
-    worker = threading.Thread(target=long_stream)
+    worker = threading.Thread(target=long_streams)
     worker.start()
     try:
         wait_for(

@@ -44,6 +44,9 @@ def test_price_comes_from_the_catalog_unless_overridden() -> None:
 
 BAD = [
     ("surprise: 1", "$", "unknown field `surprise`"),
+    ("observability: {otlp_endpoint: collector:4318}", "$.observability.otlp_endpoint", "http"),
+    ("observability: {cost_window_s: 1}", "$.observability.cost_window_s", ">= 10"),
+    ("observability: {tracing: on}", "$.observability", "unknown field `tracing`"),
     ("gateway: {listen: nowhere}", "$.gateway.listen", "host:port"),
     ("gateway: {max_attempts: 0}", "$.gateway.max_attempts", ">= 1"),
     ("pools: [{name: a, model: m, engine: {kind: vllm, weights: w}, accelerator: cpu-2c, instances: {min: 3, max: 2}}]",
