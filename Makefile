@@ -47,7 +47,7 @@ lint: install
 bench: install
 	$(VENV)/bin/thrifty bench overhead
 
-# Regenerate deploy/grafana/dashboards from observability/dashboards.py.
+# Regenerate deploy/grafana/dashboards from observability/dashboards/.
 dashboards: install
 	$(PY) -m observability.dashboards
 
