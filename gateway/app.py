@@ -65,6 +65,7 @@ async def pools(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     return {
         name: {
             "weight": gateway.router.pools[name].weight,
+            "excluded": gateway.router.pools[name].excluded,
             "target": provider.target,
             "instances": [
                 {"id": i.id, "url": i.url, "state": str(i.state), "in_flight": i.in_flight, "failures": i.failures}

@@ -59,6 +59,8 @@ class PoolRoute:
     model: str
     weight: float
     instances: Callable[[], list[Instance]]
+    excluded: str | None = None
+    """Why the pool gets no traffic whatever its weight (the quality gate), or None."""
 
 
 class Router:
@@ -87,13 +89,18 @@ class Router:
             self.pools[name].weight = max(0.0, weight)
 
     def has_ready(self, model: str, now: float) -> bool:
-        return any(instance.routable(now) for pool in self.by_model.get(model, ()) for instance in pool.instances())
+        return any(
+            instance.routable(now)
+            for pool in self.by_model.get(model, ())
+            if not pool.excluded
+            for instance in pool.instances()
+        )
 
     def choose(self, model: str, now: float, exclude: frozenset[str] = frozenset()) -> Instance | None:
         """An instance for the next attempt of a request, skipping instances already tried."""
         candidates: list[tuple[PoolRoute, list[Instance]]] = []
         for pool in self.by_model.get(model, ()):
-            if pool.weight <= 0:
+            if pool.weight <= 0 or pool.excluded:
                 continue
             routable = [i for i in pool.instances() if i.routable(now) and i.id not in exclude]
             if routable:

@@ -21,9 +21,11 @@ from gateway.proxy import Proxy, StreamReply, UpstreamReply
 from gateway.router import PoolRoute, Router
 from gateway.telemetry import Exchange, Telemetry
 from gateway.upstream import UpstreamClient
-from runtimes.config import OpenAIEngineConfig
+from optimizer.quality import gate_reason
+from runtimes.config import OpenAIEngineConfig, PoolConfig, VllmEngineConfig, resolve_weights
 from runtimes.fleet import Fleet
 from runtimes.instance import Instance
+from runtimes.variants import read_manifest
 
 __all__ = ["CHAT", "COMPLETIONS", "Endpoint", "Gateway"]
 
@@ -49,7 +51,10 @@ class Gateway:
         self.config = config
         self.fleet = fleet or Fleet(config.pools, config.providers)
         self.router = Router(
-            [PoolRoute(p.name, p.model, p.weight, partial(self.fleet.instances, p.name)) for p in config.pools],
+            [
+                PoolRoute(p.name, p.model, p.weight, partial(self.fleet.instances, p.name), _quality_gate(config, p))
+                for p in config.pools
+            ],
             eject_s=config.gateway.eject_s,
         )
         self.model_list = ModelList([ModelCard(model.name) for model in config.models])
@@ -113,3 +118,17 @@ class Gateway:
             if pool.engine.upstream_model:
                 models[pool.name] = pool.engine.upstream_model
         return headers, models
+
+
+def _quality_gate(config: Config, pool: PoolConfig) -> str | None:
+    """Why the pool's variant may not serve (its manifest against the model's budget), or None."""
+    if not isinstance(pool.engine, VllmEngineConfig):
+        return None
+    manifest = read_manifest(resolve_weights(pool.engine.weights))
+    if manifest is not None and manifest.quality is None and manifest.scheme != "bf16":
+        log.warning("pool %s: its %s variant was never evaluated (thrifty eval)", pool.name, manifest.scheme)
+    budget = next(model.max_quality_loss for model in config.models if model.name == pool.model)
+    reason = gate_reason(manifest, budget)
+    if reason is not None:
+        log.warning("pool %s gets no traffic: %s", pool.name, reason)
+    return reason

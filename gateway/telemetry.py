@@ -352,7 +352,9 @@ class Telemetry:
             if state is not InstanceState.STOPPED
         )
         yield metrics.POOL_TARGET.family(((name,), float(provider.target)) for name, provider in providers)
-        yield metrics.POOL_WEIGHT.family(((name,), route.weight) for name, route in sorted(self.router.pools.items()))
+        routes = sorted(self.router.pools.items())
+        yield metrics.POOL_WEIGHT.family(((name,), route.weight) for name, route in routes)
+        yield metrics.POOL_EXCLUDED.family(((name,), float(route.excluded is not None)) for name, route in routes)
         yield metrics.POOL_IN_FLIGHT.family(
             ((name,), float(sum(i.in_flight for i in provider.instances))) for name, provider in providers
         )

@@ -98,6 +98,9 @@ POOL_WEIGHT = MetricDef("thrifty_pool_weight", "gauge", "Traffic weight of the p
 POOL_IN_FLIGHT = MetricDef(
     "thrifty_pool_requests_in_flight", "gauge", "Requests on the pool's instances now.", ("pool",)
 )
+POOL_EXCLUDED = MetricDef(
+    "thrifty_pool_excluded", "gauge", "1 when the pool gets no traffic whatever its weight (quality gate).", ("pool",)
+)
 POOL_PRICE = MetricDef("thrifty_pool_price_usd_per_hour", "gauge", "Price of one instance-hour.", ("pool",))
 
 # Cost, from the ledger: instance-time x price, split into attributed and idle.
