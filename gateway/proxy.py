@@ -74,8 +74,8 @@ class Proxy:
     async def complete(self, path: str, body: bytes, view: RequestView, exchange: Exchange) -> UpstreamReply:
         """Forward a non-streaming request, retrying on other instances until one answers."""
         failure: str | None = None
-        for instance in self._attempts(exchange):
-            attempt = self.telemetry.attempt(exchange, instance)
+        for attempt in self._attempts(exchange):
+            instance = attempt.instance
             try:
                 response = await self._post(attempt, path, self._body_for(instance, body, view))
                 status, payload = response.status, await response.read()
@@ -113,10 +113,11 @@ class Proxy:
     ) -> tuple[Attempt, UpstreamResponse, bytes]:
         """An attempt that got a 200 and its first event; the attempt stays open (ended by `_relay`)."""
         failure: str | None = None
-        for instance in self._attempts(exchange):
-            attempt = self.telemetry.attempt(exchange, instance)
+        for attempt in self._attempts(exchange):
             try:
-                response, first = await self._first_event(attempt, path, self._body_for(instance, body, view, True))
+                response, first = await self._first_event(
+                    attempt, path, self._body_for(attempt.instance, body, view, True)
+                )
             except (UpstreamError, _Truncated) as exc:
                 failure = self._failed(attempt, exchange, exc)
                 continue
@@ -203,17 +204,18 @@ class Proxy:
                 return None
         return event
 
-    def _attempts(self, exchange: Exchange) -> Iterator[Instance]:
-        """A different instance for each attempt, up to `max_attempts` or until none is left."""
+    def _attempts(self, exchange: Exchange) -> Iterator[Attempt]:
+        """Attempts on a different instance each, up to `max_attempts` or until none is left.
+
+        Each holds its instance until the caller ends it (`Telemetry.end_attempt`).
+        """
         tried: frozenset[str] = frozenset()
         while exchange.attempts < self.config.max_attempts:
             instance = self.router.choose(exchange.model, time.monotonic(), exclude=tried)
             if instance is None:
                 return
             tried |= {instance.id}
-            exchange.attempts += 1
-            exchange.instance = instance
-            yield instance
+            yield self.telemetry.attempt(exchange, instance)
 
     def _failed(self, attempt: Attempt, exchange: Exchange, reason: object, status: int | None = None) -> str:
         """An attempt failed before the client saw anything: end it and eject its instance."""

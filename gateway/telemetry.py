@@ -64,7 +64,7 @@ class Exchange:
     streaming: bool = False
     max_tokens: int | None = None
     instance: Instance | None = None
-    attempts: int = 0
+    """The instance of the latest attempt."""
     dispatched_at: float | None = None
     status: int = 0
     usage: Usage | None = None
@@ -72,6 +72,10 @@ class Exchange:
     cost_usd: float = 0.0
     tries: list[Attempt] = field(default_factory=list)
     """Attempts made so far; their spans end with the request's, off the answer's critical path."""
+
+    @property
+    def attempts(self) -> int:
+        return len(self.tries)
 
 
 @dataclass(eq=False, slots=True)
@@ -208,6 +212,7 @@ class Telemetry:
         """An attempt on `instance` starts: it holds the instance (in flight, cost) until `end_attempt`."""
         if exchange.dispatched_at is None:
             exchange.dispatched_at = time.monotonic()
+        exchange.instance = instance
         instance.in_flight += 1
         lease = self.ledger.begin(instance.id)
         if self.tracer is None:
@@ -251,6 +256,9 @@ class Telemetry:
         ttft, tpot = _stream_latencies(exchange, now, usage.completion_tokens)
         queue_wait = None if exchange.dispatched_at is None else exchange.dispatched_at - exchange.arrived
         self._record_metrics(exchange, model, pool, usage, duration, ttft, tpot, queue_wait)
+        span = exchange.span
+        if not self.feed.wanted and not span.is_recording():
+            return
 
         attributes: dict[str, Any] = {
             semconv.GEN_AI_OPERATION_NAME: exchange.operation,
@@ -287,7 +295,6 @@ class Telemetry:
         end_ns = exchange.arrived_ns + int(duration * 1e9)
         if self.feed.wanted:
             self.feed.publish(_record(exchange, attributes, end_ns))
-        span = exchange.span
         if not span.is_recording():
             return
         if exchange.status >= 500:
