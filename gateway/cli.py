@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from gateway.bench import overhead as overhead_bench
 from gateway.config import ConfigError, default_config_text, load_config
 from observability.logs import configure_logging
+from runtimes.profile import cli as profile_cli
+from runtimes.profile import hardware_cli
+from runtimes.profile.instance import PoolTarget
+from runtimes.profile.profile_file import SLO
 
 __all__ = ["main"]
 
@@ -50,6 +55,24 @@ def _config_show_default(_: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_target(path: str, name: str) -> PoolTarget:
+    """What `thrifty profile --config FILE --pool NAME` needs of the config."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    pool = next((p for p in config.pools if p.name == name), None)
+    if pool is None:
+        raise ValueError(f"no pool {name!r} in {path}")
+    slo = next(m for m in config.models if m.name == pool.model).slo
+    return PoolTarget(
+        pool=pool,
+        price_per_hour=config.price_per_hour(pool),
+        slo=SLO(ttft_p95_ms=slo.ttft_p95_ms, tpot_p95_ms=slo.tpot_p95_ms),
+        local=config.providers.local,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thrifty", description="An inference gateway for the most tokens per dollar.")
     commands = parser.add_subparsers(title="commands")
@@ -70,4 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     overhead = bench.add_parser("overhead", help="gateway overhead against a stub backend, direct vs through")
     overhead_bench.add_arguments(overhead)
     overhead.set_defaults(run=overhead_bench.run)
+
+    profile = commands.add_parser("profile", help="load sweep of a URL or a pool into a profile file")
+    profile_cli.add_arguments(profile)
+    profile.set_defaults(run=functools.partial(profile_cli.run, load_pool=_profile_target))
+    hardware = profile.add_subparsers(title="profile commands").add_parser(
+        "hardware", help="memory bandwidth and matmul microbenchmarks, and the decode roofline"
+    )
+    hardware_cli.add_hardware_arguments(hardware)
+    hardware.set_defaults(run=hardware_cli.run_hardware)
     return parser
