@@ -13,6 +13,7 @@ from runtimes.profile import cli as profile_cli
 from runtimes.profile import hardware_cli
 from runtimes.profile.instance import PoolTarget
 from runtimes.profile.profile_file import SLO
+from runtimes.quality import command as eval_command
 
 __all__ = ["main"]
 
@@ -93,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     overhead = bench.add_parser("overhead", help="gateway overhead against a stub backend, direct vs through")
     overhead_bench.add_arguments(overhead)
     overhead.set_defaults(run=overhead_bench.run)
+
+    evaluate = commands.add_parser("eval", help="a variant's quality loss against its reference, through vLLM")
+    eval_command.add_arguments(evaluate)
+    evaluate.set_defaults(run=eval_command.run)
 
     profile = commands.add_parser("profile", help="load sweep of a URL or a pool into a profile file")
     profile_cli.add_arguments(profile)
