@@ -14,6 +14,8 @@ from runtimes.profile import hardware_cli
 from runtimes.profile.instance import PoolTarget
 from runtimes.profile.profile_file import SLO
 from runtimes.quality import command as eval_command
+from runtimes.quantize import bench as quantize_bench
+from runtimes.quantize import command as quantize_command
 
 __all__ = ["main"]
 
@@ -94,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     overhead = bench.add_parser("overhead", help="gateway overhead against a stub backend, direct vs through")
     overhead_bench.add_arguments(overhead)
     overhead.set_defaults(run=overhead_bench.run)
+    quantized = bench.add_parser("quantize", help="decode speed of each quantization scheme against bf16 on vllm")
+    quantize_bench.add_arguments(quantized)
+    quantized.set_defaults(run=quantize_bench.run)
+
+    quantize = commands.add_parser("quantize", help="an INT8, INT4 or FP8 variant of a checkpoint that vLLM serves")
+    quantize_command.add_arguments(quantize)
+    quantize.set_defaults(run=quantize_command.run)
 
     evaluate = commands.add_parser("eval", help="a variant's quality loss against its reference, through vLLM")
     eval_command.add_arguments(evaluate)

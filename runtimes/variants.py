@@ -14,9 +14,19 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-__all__ = ["MANIFEST_NAME", "Quality", "VariantManifest", "now_iso", "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "WEIGHT_SUFFIXES",
+    "Quality",
+    "VariantManifest",
+    "now_iso",
+    "read_manifest",
+    "weight_bytes",
+    "write_manifest",
+]
 
 MANIFEST_NAME = "variant.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class Quality(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -69,3 +79,8 @@ def write_manifest(checkpoint: str | Path, manifest: VariantManifest) -> Path:
     path = Path(checkpoint) / MANIFEST_NAME
     path.write_bytes(msgspec.json.format(msgspec.json.encode(manifest)) + b"\n")
     return path
+
+
+def weight_bytes(checkpoint: Path) -> int:
+    """Bytes of the weight files of a checkpoint directory: what a variant saves or costs."""
+    return sum(p.stat().st_size for p in checkpoint.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))

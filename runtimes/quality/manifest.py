@@ -9,11 +9,10 @@ from typing import Any
 import msgspec
 
 from runtimes.config import resolve_weights
-from runtimes.variants import Quality, VariantManifest, now_iso, read_manifest
+from runtimes.variants import Quality, VariantManifest, now_iso, read_manifest, weight_bytes
 
-__all__ = ["WEIGHT_SUFFIXES", "manifest_with_quality", "scheme_of", "weight_bytes"]
+__all__ = ["manifest_with_quality", "scheme_of"]
 
-WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth"})
 
 _DTYPE_SCHEMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -36,11 +35,6 @@ def manifest_with_quality(checkpoint: Path, reference: str, quality: Quality) ->
         created_at=now_iso(),
         quality=quality,
     )
-
-
-def weight_bytes(checkpoint: Path) -> int:
-    """Bytes of the weight files of a checkpoint directory: what a variant saves or costs."""
-    return sum(path.stat().st_size for path in checkpoint.rglob("*") if path.suffix in WEIGHT_SUFFIXES)
 
 
 def scheme_of(checkpoint: Path) -> str:
