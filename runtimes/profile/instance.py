@@ -21,6 +21,7 @@ import aiohttp
 
 from runtimes.config import LocalProviderConfig, PoolConfig, VllmEngineConfig
 from runtimes.engines.vllm import build_vllm_launch
+from runtimes.process_group import group_alive, signal_group
 from runtimes.profile.profile_file import SLO, Profile, Workload
 from runtimes.profile.sweep import ProfileError, SweepObserver, SweepPlan, Target, profile_url
 from runtimes.providers.local import free_port
@@ -131,23 +132,14 @@ async def _stop(process: asyncio.subprocess.Process, grace_s: float) -> None:
             await asyncio.wait_for(process.wait(), grace_s + 5)
     group = process.pid  # the guard leads the group: its pid is the group id
     for signum in (signal.SIGTERM, signal.SIGKILL):
-        if not _group_alive(group):
+        if not group_alive(group):
             break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signum)
+        signal_group(group, signum)
         deadline = time.monotonic() + grace_s
-        while _group_alive(group) and time.monotonic() < deadline:
+        while group_alive(group) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     if process.returncode is None:
         await process.wait()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _tail(path: Path, chars: int = 3000) -> str:

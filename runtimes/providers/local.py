@@ -23,6 +23,7 @@ import aiohttp
 from runtimes.config import PoolConfig, ProvidersConfig, VllmEngineConfig
 from runtimes.engines.vllm import build_vllm_launch
 from runtimes.instance import Instance, InstanceState
+from runtimes.process_group import group_alive, signal_group
 from runtimes.providers.base import Provider
 
 __all__ = ["LocalProvider", "free_port"]
@@ -210,28 +211,15 @@ class LocalProvider(Provider, name="local"):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), self.local.stop_grace_s + 5)
         group = process.pid
-        if _group_alive(group):
+        if group_alive(group):
             log.warning("processes of group %d outlived their guard; terminating them", group)
-            _signal_group(group, signal.SIGTERM)
+            signal_group(group, signal.SIGTERM)
             deadline = time.monotonic() + self.local.stop_grace_s
-            while _group_alive(group) and time.monotonic() < deadline:
+            while group_alive(group) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            _signal_group(group, signal.SIGKILL)
+            signal_group(group, signal.SIGKILL)
         if process.returncode is None:
             await process.wait()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _signal_group(group: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signum)
 
 
 def _retire_order(slot: _Slot) -> tuple[bool, int, float]:

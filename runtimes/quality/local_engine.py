@@ -20,9 +20,10 @@ from typing import Self
 
 from runtimes.config import VllmEngineConfig
 from runtimes.engines.vllm import build_vllm_launch
+from runtimes.process_group import group_alive, signal_group
 from runtimes.providers.local import free_port
 
-__all__ = ["EngineStartError", "LocalEngine", "group_alive", "split_cores"]
+__all__ = ["EngineStartError", "LocalEngine", "split_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,13 @@ class LocalEngine:
         """SIGTERM the process group, SIGKILL what is left after `grace_s`, and reap the server."""
         if self._process is None:
             return
-        _signal_group(self.pgid, signal.SIGTERM)
+        signal_group(self.pgid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(grace_s)
         deadline = time.monotonic() + grace_s
         while group_alive(self.pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        _signal_group(self.pgid, signal.SIGKILL)
+        signal_group(self.pgid, signal.SIGKILL)
         self._process.wait()
         log.info("%s: stopped", self.name)
 
@@ -114,20 +115,6 @@ class LocalEngine:
         with self.log_path.open("rb") as output:
             output.seek(max(output.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES, 0))
             return f"; the end of {self.log_path}:\n" + output.read().decode(errors="replace")
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
 
 
 def split_cores(parts: int) -> list[str | None]:

@@ -19,12 +19,13 @@ import pytest
 from aiohttp import web
 
 from runtimes.config import VllmEngineConfig, resolve_weights
+from runtimes.process_group import group_alive
 from runtimes.quality import EngineError, TokenizationMismatch, evaluate
 from runtimes.quality.command import UsageError, add_arguments, resolve_target, run
 from runtimes.quality.divergence import Position, Totals, kl_top_k_rest, perplexity
 from runtimes.quality.evaluate import DEFAULT_WINDOW
 from runtimes.quality.heldout import heldout_documents, token_windows
-from runtimes.quality.local_engine import LocalEngine, group_alive, split_cores
+from runtimes.quality.local_engine import LocalEngine, split_cores
 from runtimes.quality.manifest import manifest_with_quality, scheme_of
 from runtimes.variants import Quality, VariantManifest, read_manifest, write_manifest
 
