@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Response, asgi, get
+from litestar import Litestar, Request, Response, asgi, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import ASGIRouteHandler
+from litestar.params import FromQuery
 from litestar.types import Receive, Scope, Send
 from opentelemetry.sdk.trace import SpanProcessor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +27,8 @@ from gateway.protocol import ModelList
 from gateway.proxy import StreamReply, UpstreamReply
 from gateway.service import CHAT, COMPLETIONS, Endpoint, Gateway
 from gateway.telemetry import CLIENT_CLOSED
+from observability.otlp import OTLPDecodeError, decode_export, request_records
+from optimizer.tick import Decision
 from runtimes.fleet import Fleet
 
 __all__ = ["create_app"]
@@ -76,6 +80,41 @@ async def pools(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     }
 
 
+@get("/admin/plan")
+async def plan(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
+    """The plan in force (weights, class weights, targets) and the latest decision behind it."""
+    loop = gateway.optimizer
+    return {
+        "enabled": loop.setup.policy.enabled,
+        "interval_s": loop.setup.policy.interval_s,
+        "plan": loop.plan,
+        "last_decision": loop.decisions[-1] if loop.decisions else None,
+        "reload_error": gateway.watcher.last_error if gateway.watcher else None,
+    }
+
+
+@get("/admin/decisions")
+async def decisions(gateway: NamedDependency[Gateway], limit: FromQuery[int] = 50) -> list[Decision]:
+    """The latest decisions, newest first, each with its changes, reasons and numbers."""
+    kept = gateway.optimizer.decisions
+    return [kept[i] for i in range(len(kept) - 1, max(-1, len(kept) - 1 - limit), -1)]
+
+
+@post("/v1/traces", status_code=200)
+async def receive_traces(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> Response[bytes]:
+    """OTLP/HTTP trace receiver: other gateways' request spans feed this gateway's optimizer."""
+    content_type = request.headers.get("content-type", "application/x-protobuf")
+    try:
+        export = decode_export(await request.body(), content_type)
+    except OTLPDecodeError as exc:
+        raise GatewayError(400, f"Not an OTLP trace export: {exc}", code="invalid_otlp") from exc
+    for record in request_records(export):
+        gateway.optimizer.add(record)
+    if "json" in content_type:
+        return Response(b"{}", media_type="application/json")
+    return Response(b"", media_type="application/x-protobuf")  # an empty ExportTraceServiceResponse
+
+
 def _relay(gateway: Gateway, endpoint: Endpoint) -> ASGIRouteHandler:
     """`POST endpoint.path` as a raw ASGI handler: read the body, forward it, answer or stream.
 
@@ -110,12 +149,18 @@ async def _answer(send: Send, reply: UpstreamReply | StreamReply) -> None:
         await stream(send, reply.first, reply.rest)
 
 
-def create_app(config: Config, fleet: Fleet | None = None, span_processors: Iterable[SpanProcessor] = ()) -> Litestar:
-    """The gateway as an ASGI app; its lifespan starts and stops the fleet.
+def create_app(
+    config: Config,
+    fleet: Fleet | None = None,
+    span_processors: Iterable[SpanProcessor] = (),
+    config_path: str | Path | None = None,
+) -> Litestar:
+    """The gateway as an ASGI app; its lifespan starts and stops the fleet and the optimizer.
 
     `span_processors` receive every span besides the in-process feed and the OTLP exporter.
+    `config_path`: the file to watch for policy reloads (None: no reload).
     """
-    gateway = Gateway(config, fleet, span_processors)
+    gateway = Gateway(config, fleet, span_processors, config_path)
     return Litestar(
         route_handlers=[
             _relay(gateway, CHAT),
@@ -125,6 +170,9 @@ def create_app(config: Config, fleet: Fleet | None = None, span_processors: Iter
             ready,
             prometheus_metrics,
             pools,
+            plan,
+            decisions,
+            receive_traces,
         ],
         dependencies={"gateway": Provide(lambda: gateway, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,

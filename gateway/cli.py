@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
+
+import msgspec
 
 from gateway.bench import overhead as overhead_bench
 from gateway.config import ConfigError, default_config_text, load_config
@@ -39,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from gateway.server import serve  # imported late: `config check` needs no server stack
 
-    serve(config, log_level=args.log_level.lower())
+    serve(config, log_level=args.log_level.lower(), config_path=args.config)
     return 0
 
 
@@ -116,4 +119,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     hardware_cli.add_hardware_arguments(hardware)
     hardware.set_defaults(run=hardware_cli.run_hardware)
+
+    optimize = commands.add_parser("optimize", help="the optimizer offline").add_subparsers(title="optimize commands")
+    replay_command = optimize.add_parser("replay", help="replay a recorded trace through the optimizer's tick")
+    replay_command.add_argument("trace", help="JSON lines of request records (optimizer.record_path) or OTLP exports")
+    replay_command.add_argument("--config", help="YAML config file (default: the embedded default)")
+    replay_command.add_argument("--interval", type=float, help="seconds of trace time between ticks (default: policy)")
+    replay_command.add_argument("--json", help="write every decision to this file as JSON")
+    replay_command.set_defaults(run=_replay)
     return parser
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from optimizer.replay import replay  # imported late: the other commands need no solver
+    from optimizer.setup import build_setup
+    from optimizer.traces import TraceFileError, read_records
+
+    try:
+        config = load_config(args.config)
+        records = list(read_records(args.trace))
+    except (ConfigError, TraceFileError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup = build_setup(config.optimizer, config.models, config.pools, config.catalog(), config.price_per_hour)
+    results = replay(records, setup, args.interval)
+    start = results[0].decision.at if results else 0.0
+    for result in results:
+        decision = result.decision
+        print(f"+{decision.at - start:7.1f}s  {decision.summary}")
+    if results:
+        final = results[-1].plan
+        print(f"final plan: weights {_rounded(final.weights)}, targets {final.targets}, ${final.cost_per_hour:.2f}/h")
+    if args.json:
+        Path(args.json).write_bytes(msgspec.json.encode([result.decision for result in results]))
+    print(f"{len(records)} records, {len(results)} ticks")
+    return 0
+
+
+def _rounded(weights: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 3) for name, value in weights.items()}

@@ -16,6 +16,7 @@ from msgspec import Meta
 
 from observability.config import ObservabilityConfig
 from optimizer.config import ModelConfig
+from optimizer.policy import OptimizerConfig
 from runtimes.accelerators import Accelerator, AcceleratorOverride, resolve_catalog
 from runtimes.config import (
     OpenAIEngineConfig,
@@ -75,6 +76,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Catalog overrides and additions, by accelerator name."""
     providers: ProvidersConfig = ProvidersConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
 
     def catalog(self) -> dict[str, Accelerator]:
         return resolve_catalog(self.accelerators)
@@ -164,6 +166,22 @@ def _check(config: Config) -> list[tuple[str, str]]:
     for i, model in enumerate(config.models):
         if model.name not in served:
             problems.append((f"$.models[{i}]", f"no pool serves model {model.name!r}"))
+    problems.extend(_check_optimizer(config.optimizer, pool_names))
+    return problems
+
+
+def _check_optimizer(optimizer: OptimizerConfig, pool_names: set[str]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for name, settings in optimizer.pools.items():
+        at = f"$.optimizer.pools.{name}"
+        if name not in pool_names:
+            problems.append((at, f"unknown pool {name!r}"))
+        if settings.profile is not None and not Path(settings.profile).is_file():
+            problems.append((f"{at}.profile", f"no such profile file: {settings.profile}"))
+    for key in ("input_edges", "output_edges"):
+        edges = getattr(optimizer.size_classes, key)
+        if edges != sorted(set(edges)):
+            problems.append((f"$.optimizer.size_classes.{key}", "edges must be distinct and ascending"))
     return problems
 
 

@@ -50,7 +50,7 @@ class HealthProber:
         except (aiohttp.ClientError, TimeoutError):
             healthy = False
         now = time.monotonic()
-        if healthy and instance.ejected_until > now:
+        if healthy and (instance.ejected_until > now or instance.failures):
             log.info("%s: health probe passed; back in rotation", instance.id)
             instance.failures, instance.ejected_until = 0, 0.0
         elif not healthy and instance.ejected_until <= now:

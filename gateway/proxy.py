@@ -211,7 +211,8 @@ class Proxy:
         """
         tried: frozenset[str] = frozenset()
         while exchange.attempts < self.config.max_attempts:
-            instance = self.router.choose(exchange.model, time.monotonic(), exclude=tried)
+            now = time.monotonic()
+            instance = self.router.choose(exchange.model, now, exclude=tried, classes=exchange.size_classes)
             if instance is None:
                 return
             tried |= {instance.id}

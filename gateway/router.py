@@ -1,14 +1,15 @@
 """Request routing: a pool by traffic weight, then an instance by load.
 
 Pools are chosen at random in proportion to their weight among the model's pools that have a
-routable instance (ready and not ejected). Within the pool an instance policy picks one; the
-policies register by name and `choose` is pure and synchronous.
+routable instance (ready and not ejected). The optimizer may give weights per request-size class;
+a request uses the first of its classes that has weights, else the pools' own. Within the pool
+an instance policy picks one; the policies register by name and `choose` is pure and synchronous.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -76,6 +77,8 @@ class Router:
         self.policy = INSTANCE_POLICIES[policy](self.rng)
         self.eject_s = eject_s
         self.pools = {pool.name: pool for pool in pools}
+        self.class_weights: dict[str, dict[str, float]] = {}
+        """Size class -> pool -> weight, from the optimizer's plan."""
         self.by_model: dict[str, list[PoolRoute]] = {}
         for pool in pools:
             self.by_model.setdefault(pool.model, []).append(pool)
@@ -83,10 +86,18 @@ class Router:
     def serves(self, model: str) -> bool:
         return model in self.by_model
 
-    def set_weights(self, weights: dict[str, float]) -> None:
-        """Apply new traffic weights by pool name (pools not named keep theirs)."""
+    def set_weights(
+        self, weights: Mapping[str, float], class_weights: Mapping[str, Mapping[str, float]] | None = None
+    ) -> None:
+        """Apply new traffic weights by pool name (pools not named keep theirs), and per size class if given."""
         for name, weight in weights.items():
-            self.pools[name].weight = max(0.0, weight)
+            if name in self.pools:
+                self.pools[name].weight = max(0.0, weight)
+        if class_weights is not None:
+            self.class_weights = {
+                size_class: {name: max(0.0, w) for name, w in shares.items() if name in self.pools}
+                for size_class, shares in class_weights.items()
+            }
 
     def has_ready(self, model: str, now: float) -> bool:
         return any(
@@ -96,22 +107,33 @@ class Router:
             for instance in pool.instances()
         )
 
-    def choose(self, model: str, now: float, exclude: frozenset[str] = frozenset()) -> Instance | None:
-        """An instance for the next attempt of a request, skipping instances already tried."""
-        candidates: list[tuple[PoolRoute, list[Instance]]] = []
+    def choose(
+        self, model: str, now: float, exclude: frozenset[str] = frozenset(), classes: Sequence[str] = ()
+    ) -> Instance | None:
+        """An instance for the next attempt of a request, skipping instances already tried.
+
+        `classes`: the request's size classes, most specific first (see `optimizer.sizes`).
+        """
+        by_class = next((self.class_weights[c] for c in classes if c in self.class_weights), None)
+        candidates: list[tuple[float, float, list[Instance]]] = []
         for pool in self.by_model.get(model, ()):
-            if pool.weight <= 0 or pool.excluded:
+            if pool.excluded:
+                continue
+            class_weight = pool.weight if by_class is None else by_class.get(pool.name, 0.0)
+            if pool.weight <= 0 and class_weight <= 0:
                 continue
             routable = [i for i in pool.instances() if i.routable(now) and i.id not in exclude]
             if routable:
-                candidates.append((pool, routable))
+                candidates.append((class_weight, pool.weight, routable))
         if not candidates:
             return None
         if len(candidates) == 1:
-            instances = candidates[0][1]
+            instances = candidates[0][2]
         else:
-            weights = [pool.weight for pool, _ in candidates]
-            instances = self.rng.choices(candidates, weights=weights)[0][1]
+            weights = [class_weight for class_weight, _, _ in candidates]
+            if sum(weights) <= 0:  # the class's pools have no routable instance: the pool weights decide
+                weights = [pool_weight for _, pool_weight, _ in candidates]
+            instances = self.rng.choices(candidates, weights=weights)[0][2]
         return self.policy.choose(instances)
 
     def failed(self, instance: Instance, now: float) -> None:

@@ -10,8 +10,8 @@ from gateway.config import Config
 __all__ = ["serve"]
 
 
-def serve(config: Config, log_level: str = "info") -> None:
-    app = create_app(config)
+def serve(config: Config, log_level: str = "info", config_path: str | None = None) -> None:
+    app = create_app(config, config_path=config_path)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

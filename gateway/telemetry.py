@@ -63,6 +63,8 @@ class Exchange:
     """The model is one the gateway serves (only those become metric labels)."""
     streaming: bool = False
     max_tokens: int | None = None
+    size_classes: tuple[str, ...] = ()
+    """The request's size classes for routing, most specific first."""
     instance: Instance | None = None
     """The instance of the latest attempt."""
     dispatched_at: float | None = None

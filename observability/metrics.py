@@ -173,6 +173,56 @@ TPU_DUTY_CYCLE = MetricDef("thrifty_tpu_duty_cycle_ratio", "gauge", "TPU chip du
 TPU_MEMORY_USED = MetricDef("thrifty_tpu_memory_used_bytes", "gauge", "TPU HBM in use (tpu-info).", ("chip",))
 TPU_MEMORY_TOTAL = MetricDef("thrifty_tpu_memory_total_bytes", "gauge", "TPU HBM (tpu-info).", ("chip",))
 
+# The optimizer: its plan, the numbers behind it, and every change it makes.
+OPTIMIZER_TICKS = MetricDef(
+    "thrifty_optimizer_ticks_total", "counter", "Optimizer ticks by outcome (changed, unchanged, failed).", ("outcome",)
+)
+OPTIMIZER_CHANGES = MetricDef(
+    "thrifty_optimizer_changes_total",
+    "counter",
+    "Changes the optimizer applied, by pool and what changed (weight, target).",
+    ("pool", "what"),
+)
+OPTIMIZER_LAST_TICK = MetricDef(
+    "thrifty_optimizer_last_tick_timestamp_seconds", "gauge", "Wall-clock time of the latest tick."
+)
+OPTIMIZER_PLAN_COST = MetricDef(
+    "thrifty_optimizer_plan_cost_usd_per_hour", "gauge", "Cost per hour of the planned instance targets."
+)
+OPTIMIZER_PLAN_TOKENS_PER_USD = MetricDef(
+    "thrifty_optimizer_plan_output_tokens_per_usd", "gauge", "Output tokens per USD the plan serves the demand at."
+)
+OPTIMIZER_DEMAND = MetricDef(
+    "thrifty_optimizer_demand_requests_per_second",
+    "gauge",
+    "Requests per second in the optimizer's window, by model and size class.",
+    ("model", "size_class"),
+)
+OPTIMIZER_CAPACITY = MetricDef(
+    "thrifty_optimizer_pool_capacity_requests_per_second",
+    "gauge",
+    "Requests per second one instance serves within the SLO, as the optimizer plans it, by size class.",
+    ("pool", "size_class"),
+)
+OPTIMIZER_CONFIDENCE = MetricDef(
+    "thrifty_optimizer_pool_confidence",
+    "gauge",
+    "How far traces have narrowed the pool's latency model from its prior: 0 (prior only) to 1.",
+    ("pool",),
+)
+OPTIMIZER_PROPOSED = MetricDef(
+    "thrifty_optimizer_pool_proposed_instances",
+    "gauge",
+    "Instances the solver proposes for the pool, before the guard.",
+    ("pool",),
+)
+OPTIMIZER_ELIGIBLE = MetricDef(
+    "thrifty_optimizer_pool_eligible",
+    "gauge",
+    "1 when the optimizer may send the pool traffic (healthy, not failing, within its quality budget).",
+    ("pool",),
+)
+
 CATALOGUE: dict[str, MetricDef] = {
     metric.name: metric for metric in list(globals().values()) if isinstance(metric, MetricDef)
 }

@@ -50,11 +50,13 @@ def static_config(
     pools: dict[str, list[str]],
     model: str = "stub",
     pool_settings: dict[str, dict[str, object]] | None = None,
+    optimizer: str = "{enabled: false}",
     **gateway: object,
 ) -> Config:
     """A config with one static pool per entry (name -> instance URLs) serving `model`.
 
     `pool_settings` adds keys to pools by name, e.g. `{"a": {"price_per_hour": 2.0}}`.
+    `optimizer` is the optimizer section as flow YAML; off by default, so weights stay as set.
     """
     settings = ", ".join(
         f"{key}: {value}" for key, value in {"listen": f'"127.0.0.1:{free_port()}"', **gateway}.items()
@@ -70,6 +72,7 @@ def static_config(
             "    accelerator: cpu-2c",
         ]
         lines += [f"    {key}: {value}" for key, value in (pool_settings or {}).get(name, {}).items()]
+    lines.append(f"optimizer: {optimizer}")
     return parse_config("\n".join(lines))
 
 

@@ -77,6 +77,9 @@ def e2e_config(tmp: Path) -> Path:
         pool["engine"]["enforce_eager"] = True
     config["providers"] = {"local": {"log_dir": str(tmp / "instances"), "restart_backoff_s": 1.0}}
     config["observability"] = {"engine_scrape_interval_s": 1.0}
+    # Static weights: these tests check routing and telemetry; the optimizer has its own e2e test
+    # (tests/optimizer/test_loop_e2e.py) with pools it may move traffic between.
+    config["optimizer"] = {"enabled": False}
     path = tmp / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -103,11 +106,11 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGa
             )
         running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances", receiver)
         try:
-            _wait_ready(running)
+            wait_ready(running)
             yield running
         finally:
             if not running.killed:
-                _stop(running)
+                stop_gateway(running)
 
 
 @dataclass
@@ -168,7 +171,7 @@ def _answers(url: str) -> bool:
     return False
 
 
-def _wait_ready(gateway: RunningGateway) -> None:
+def wait_ready(gateway: RunningGateway) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if gateway.process.poll() is not None:
@@ -178,11 +181,11 @@ def _wait_ready(gateway: RunningGateway) -> None:
             if ready and all(i["state"] == "ready" for p in gateway.pools().values() for i in p["instances"]):  # type: ignore[attr-defined]
                 return
         time.sleep(1)
-    _stop(gateway)
+    stop_gateway(gateway)
     pytest.fail(f"gateway not ready within {STARTUP_TIMEOUT_S} s:\n{gateway.log_tail()}")
 
 
-def _stop(gateway: RunningGateway) -> None:
+def stop_gateway(gateway: RunningGateway) -> None:
     """SIGTERM, as an operator would: the gateway stops its instances before it exits."""
     descendants = gateway.descendants()
     gateway.process.send_signal(signal.SIGTERM)

@@ -66,3 +66,21 @@ def test_nothing_to_choose() -> None:
     assert r.choose("m", now=0) is None
     assert r.choose("other", now=0) is None
     assert not r.has_ready("m", now=0)
+
+
+def test_class_weights_route_each_size_class_on_its_own_split() -> None:
+    r = router({"a": (1.0, [ready("a0", "a")]), "b": (1.0, [ready("b0", "b")])})
+    r.set_weights({"a": 0.5, "b": 0.5}, {"in<=1024/out<=256": {"a": 1.0, "b": 0.0}, "in>1024": {"a": 0.0, "b": 1.0}})
+    short = Counter(r.choose("m", now=0, classes=("in<=1024/out<=256", "in<=1024")).pool for _ in range(300))  # type: ignore[union-attr]
+    long = Counter(r.choose("m", now=0, classes=("in>1024",)).pool for _ in range(300))  # type: ignore[union-attr]
+    unknown = Counter(r.choose("m", now=0, classes=("in<=1024",)).pool for _ in range(2000))  # type: ignore[union-attr]
+    assert short == {"a": 300}
+    assert long == {"b": 300}
+    assert unknown["a"] / 2000 == pytest.approx(0.5, abs=0.05)  # no class weights: the pool weights decide
+
+
+def test_class_weights_fall_back_when_their_pools_cannot_serve() -> None:
+    down = Instance(id="a0", pool="a", url="http://a0", state=InstanceState.STARTING)
+    r = router({"a": (1.0, [down]), "b": (1.0, [ready("b0", "b")])})
+    r.set_weights({"a": 0.5, "b": 0.5}, {"in<=1024": {"a": 1.0}})
+    assert {r.choose("m", now=0, classes=("in<=1024",)).pool for _ in range(50)} == {"b"}  # type: ignore[union-attr]

@@ -1,0 +1,134 @@
+"""The guard: what of the solver's proposal reaches the fleet, and when.
+
+Traffic shares move toward the proposal by at most `weight_step` of growth per pool per tick
+(traffic may leave a pool at once: moving away from trouble is never the risky direction), and
+changes under the deadband are ignored. Instances are added at once when demand needs them, but
+for economy only when the saving repays the cold starts within the payback horizon; they are
+removed one step at a time, after cooldowns, and only once the surplus has lasted longer than a
+cold start costs (keeping an idle instance that long before removing it is the ski-rental rule:
+never more than twice the cost of knowing the future).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from optimizer.policy import GuardConfig
+
+__all__ = ["PoolMemory", "ScaleStep", "break_even_s", "guard_shares", "guard_target"]
+
+
+@dataclass(frozen=True)
+class PoolMemory:
+    """What the guard remembers of a pool between ticks."""
+
+    last_up: float | None = None
+    last_change: float | None = None
+    surplus_since: float | None = None
+    last_direction: int = 0
+    direction_changes: int = 0
+
+
+@dataclass(frozen=True)
+class ScaleStep:
+    target: int
+    memory: PoolMemory
+    reason: str
+
+
+def break_even_s(cold_start_s: float, price_per_hour: float, risk_usd: float) -> float:
+    """How long an idle instance costs as much as starting one again (time to ready x price, plus risk)."""
+    if price_per_hour <= 0:
+        return cold_start_s
+    return cold_start_s + risk_usd / (price_per_hour / 3600)
+
+
+def guard_target(
+    now: float,
+    current: int,
+    proposed: int,
+    memory: PoolMemory,
+    config: GuardConfig,
+    *,
+    needed: bool,
+    economical: bool,
+    hold_s: float,
+) -> ScaleStep:
+    """The pool's next target from its current one and the solver's proposal.
+
+    `needed`: the fleet as it is cannot serve the demand, so growth is for capacity (never held
+    back by the saving test). `economical`: the proposal's saving repays its cold starts.
+    `hold_s`: how long a surplus must last before removal (the break-even and the configured delay).
+    """
+    if proposed > current:
+        memory = _clear_surplus(memory)
+        if not needed and not economical:
+            why = f"hold at {current}: growing to {proposed} would not repay its cold start"
+            return ScaleStep(current, memory, why)
+        if memory.last_up is not None and now - memory.last_up < config.scale_up_cooldown_s:
+            return ScaleStep(current, memory, f"hold at {current}: scale-up cooldown")
+        target = min(proposed, current + config.max_scale_up)
+        why = "demand exceeds capacity" if needed else "cheaper fleet"
+        return ScaleStep(target, _changed(memory, now, +1, up=True), f"scale up {current} -> {target}: {why}")
+    if proposed < current:
+        since = memory.surplus_since if memory.surplus_since is not None else now
+        memory = PoolMemory(memory.last_up, memory.last_change, since, memory.last_direction, memory.direction_changes)
+        if now - since < hold_s:
+            return ScaleStep(current, memory, f"hold at {current}: surplus for {now - since:.0f}s of {hold_s:.0f}s")
+        if memory.last_change is not None and now - memory.last_change < config.scale_down_cooldown_s:
+            return ScaleStep(current, memory, f"hold at {current}: scale-down cooldown")
+        target = max(proposed, current - config.max_scale_down)
+        why = f"scale down {current} -> {target}: surplus for {now - since:.0f}s"
+        return ScaleStep(target, _changed(memory, now, -1), why)
+    return ScaleStep(current, _clear_surplus(memory), "")
+
+
+def _clear_surplus(memory: PoolMemory) -> PoolMemory:
+    if memory.surplus_since is None:
+        return memory
+    return PoolMemory(memory.last_up, memory.last_change, None, memory.last_direction, memory.direction_changes)
+
+
+def _changed(memory: PoolMemory, now: float, direction: int, *, up: bool = False) -> PoolMemory:
+    flipped = memory.last_direction != 0 and memory.last_direction != direction
+    return PoolMemory(
+        last_up=now if up else memory.last_up,
+        last_change=now,
+        surplus_since=None,
+        last_direction=direction,
+        direction_changes=memory.direction_changes + int(flipped),
+    )
+
+
+def guard_shares(
+    old: Mapping[str, float], proposed: Mapping[str, float], blocked: set[str], config: GuardConfig
+) -> dict[str, float]:
+    """Move one split (shares summing to 1 over the same pools) toward the proposal within the step limits.
+
+    Blocked pools (unhealthy, gated) drop to 0 at once and their share goes where the proposal puts it.
+    """
+    pools = sorted(set(old) | set(proposed))
+    target = {p: 0.0 if p in blocked else max(0.0, proposed.get(p, 0.0)) for p in pools}
+    total = sum(target.values())
+    if total <= 0:
+        return {p: (0.0 if p in blocked else old.get(p, 0.0)) for p in pools}
+    target = {p: v / total for p, v in target.items()}
+    start = {p: (0.0 if p in blocked else old.get(p, 0.0)) for p in pools}
+    if sum(start.values()) <= 0:
+        return target
+    start_total = sum(start.values())
+    start = {p: v / start_total for p, v in start.items()}
+    if all(abs(target[p] - start[p]) < config.weight_deadband for p in pools):
+        return start
+    growth = {p: min(target[p] - start[p], config.weight_step) for p in pools if target[p] > start[p]}
+    room = {p: start[p] - target[p] for p in pools if target[p] < start[p]}
+    moved = min(sum(growth.values()), sum(room.values()))
+    grown = sum(growth.values())
+    shrink = sum(room.values())
+    result = dict(start)
+    for p, amount in growth.items():
+        result[p] += amount * (moved / grown if grown else 0.0)
+    for p, amount in room.items():
+        result[p] -= amount * (moved / shrink if shrink else 0.0)
+    return {p: max(0.0, v) for p, v in result.items()}

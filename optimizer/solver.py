@@ -1,0 +1,252 @@
+"""The fleet problem as a mixed-integer program, solved by HiGHS through `scipy.optimize.milp`.
+
+Variables: instances n_p per pool (integer, min..max), and for each demand class k (a model and
+a request-size class, D_k requests per second) the share x_kp of it sent to pool p, with s_k the
+share served at all. One instance of p sustains cap_kp requests per second of class k within the
+SLO, and is planned at `utilization` of that:
+
+    sum_p x_kp = s_k                                  every class is split over its model's pools
+    sum_k D_k x_kp / cap_kp <= utilization * n_p      no pool is planned past its capacity
+    sum_p price_p n_p <= budget                       when there is a budget
+
+Two stages, lexicographic: first the most output tokens served (all of them unless the budget or
+the max instance counts cannot cover the demand), then the least cost per hour at that service,
+which is the most tokens per dollar. A tie-break in the second stage sends each class to the pools
+that serve it for the least instance-time x price, so spare capacity sits where it is cheapest.
+
+`solve_routing` is the same program with the instance counts fixed (those ready now): how to split
+traffic over the fleet as it is, while it moves toward the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+__all__ = ["Allocation", "DemandClass", "PoolOffer", "solve_fleet", "solve_routing"]
+
+_TIE_BREAK = 1e-3
+"""Weight of the serving-cost tie-break against the cost of instances."""
+_SERVED_SLACK = 1e-6
+"""Relative slack on the first stage's optimum when the second stage keeps it."""
+_ROUNDING = 1e-4
+"""A served share this close to 1 is all of it."""
+
+
+@dataclass(frozen=True)
+class DemandClass:
+    model: str
+    size_class: str
+    rate: float
+    """Requests per second."""
+    input_tokens: float
+    """Mean prompt tokens per request."""
+    output_tokens: float
+    """Mean output tokens per request."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.model, self.size_class
+
+
+@dataclass(frozen=True)
+class PoolOffer:
+    name: str
+    model: str
+    price_per_hour: float
+    min_instances: int
+    max_instances: int
+    capacity: Mapping[str, float]
+    """Size class -> requests per second one instance sustains within the SLO; missing or 0: cannot serve it."""
+    eligible: bool = True
+    """False: the pool gets no traffic (unhealthy, or over its quality budget); its instances stay within min..max."""
+
+
+@dataclass(frozen=True)
+class Allocation:
+    instances: dict[str, int]
+    shares: dict[tuple[str, str], dict[str, float]]
+    """(model, size class) -> pool -> share of that demand; they sum to the served share."""
+    served: dict[tuple[str, str], float]
+    """(model, size class) -> share of the demand served (1 unless budget or max instances fall short)."""
+    cost_per_hour: float
+    output_tokens_per_s: float
+    """Output tokens per second served by the plan."""
+    status: str
+    """`optimal`, or what limited the plan (`budget`, `capacity`), or why it failed."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_dollar(self) -> float | None:
+        if self.cost_per_hour <= 0:
+            return None
+        return self.output_tokens_per_s * 3600 / self.cost_per_hour
+
+
+def solve_fleet(
+    demand: Sequence[DemandClass],
+    pools: Sequence[PoolOffer],
+    *,
+    budget_per_hour: float | None = None,
+    utilization: float = 1.0,
+) -> Allocation:
+    """Instance counts and traffic shares that serve the demand within SLO at least cost."""
+    bounds = {p.name: (p.min_instances, p.max_instances) for p in pools}
+    return _solve(demand, pools, bounds, budget_per_hour, utilization)
+
+
+def solve_routing(
+    demand: Sequence[DemandClass],
+    pools: Sequence[PoolOffer],
+    instances: Mapping[str, int],
+    *,
+    utilization: float = 1.0,
+) -> Allocation:
+    """Traffic shares over the instances there are now (no budget: those are paid for already)."""
+    bounds = {p.name: (instances.get(p.name, 0), instances.get(p.name, 0)) for p in pools}
+    return _solve(demand, pools, bounds, None, utilization)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each variable sits in the vector: n_p, then the x_kp worth having, then s_k."""
+
+    pools: Sequence[PoolOffer]
+    demand: Sequence[DemandClass]
+    routes: list[tuple[int, int]]
+    """(demand index, pool index) of each x variable."""
+
+    @property
+    def size(self) -> int:
+        return len(self.pools) + len(self.routes) + len(self.demand)
+
+    def x(self, route: int) -> int:
+        return len(self.pools) + route
+
+    def s(self, k: int) -> int:
+        return len(self.pools) + len(self.routes) + k
+
+
+def _solve(
+    demand: Sequence[DemandClass],
+    pools: Sequence[PoolOffer],
+    instance_bounds: Mapping[str, tuple[int, int]],
+    budget_per_hour: float | None,
+    utilization: float,
+) -> Allocation:
+    demand = [d for d in demand if d.rate > 0]
+    routes = [
+        (k, p)
+        for k, d in enumerate(demand)
+        for p, pool in enumerate(pools)
+        if pool.model == d.model and pool.eligible and pool.capacity.get(d.size_class, 0.0) > 0
+        and instance_bounds[pool.name][1] > 0
+    ]  # fmt: skip
+    layout = _Layout(pools, demand, routes)
+    notes: list[str] = []
+    minimum_cost = sum(p.price_per_hour * instance_bounds[p.name][0] for p in pools)
+    if budget_per_hour is not None and minimum_cost > budget_per_hour:
+        notes.append(
+            f"budget ${budget_per_hour:.2f}/h is below the minimum instances' ${minimum_cost:.2f}/h: kept the minimum"
+        )
+        budget_per_hour = minimum_cost
+
+    lower = np.zeros(layout.size)
+    upper = np.ones(layout.size)
+    for p, pool in enumerate(pools):
+        lower[p], upper[p] = instance_bounds[pool.name]
+    integrality = np.zeros(layout.size, dtype=np.int64)
+    integrality[: len(pools)] = 1
+    constraints = _constraints(layout, budget_per_hour, utilization)
+    tokens = np.zeros(layout.size)
+    for k, d in enumerate(demand):
+        tokens[layout.s(k)] = d.rate * d.output_tokens
+
+    first = milp(-tokens, integrality=integrality, bounds=Bounds(lower, upper), constraints=constraints)
+    if first.x is None:
+        return _failed(pools, instance_bounds, f"solver: {first.message}")
+    best = float(tokens @ first.x)
+
+    cost = np.zeros(layout.size)
+    for p, pool in enumerate(pools):
+        cost[p] = pool.price_per_hour
+    for route, (k, p) in enumerate(routes):
+        d, pool = demand[k], pools[p]
+        cost[layout.x(route)] = _TIE_BREAK * d.rate / pool.capacity[d.size_class] * pool.price_per_hour
+    keep_served = LinearConstraint(tokens, lb=best * (1 - _SERVED_SLACK) - 1e-9, ub=np.inf)
+    second = milp(cost, integrality=integrality, bounds=Bounds(lower, upper), constraints=[*constraints, keep_served])
+    solution = second.x if second.x is not None else first.x
+    return _allocation(layout, solution, tokens, notes, limited=best < tokens.sum() * (1 - _ROUNDING),
+                       budget=budget_per_hour)  # fmt: skip
+
+
+def _constraints(layout: _Layout, budget_per_hour: float | None, utilization: float) -> list[LinearConstraint]:
+    pools, demand, routes = layout.pools, layout.demand, layout.routes
+    split = np.zeros((len(demand), layout.size))
+    load = np.zeros((len(pools), layout.size))
+    for route, (k, p) in enumerate(routes):
+        split[k, layout.x(route)] = 1.0
+        load[p, layout.x(route)] = demand[k].rate / pools[p].capacity[demand[k].size_class]
+    for k in range(len(demand)):
+        split[k, layout.s(k)] = -1.0
+    for p in range(len(pools)):
+        load[p, p] = -utilization
+    constraints = []
+    if len(demand):
+        constraints.append(LinearConstraint(split, lb=0.0, ub=0.0))
+    constraints.append(LinearConstraint(load, lb=-np.inf, ub=0.0))
+    if budget_per_hour is not None:
+        prices = np.zeros(layout.size)
+        prices[: len(pools)] = [pool.price_per_hour for pool in pools]
+        constraints.append(LinearConstraint(prices, lb=-np.inf, ub=budget_per_hour))
+    return constraints
+
+
+def _allocation(
+    layout: _Layout, x: np.ndarray, tokens: np.ndarray, notes: list[str], *, limited: bool, budget: float | None
+) -> Allocation:
+    pools, demand = layout.pools, layout.demand
+    instances = {pool.name: round(float(x[p])) for p, pool in enumerate(pools)}
+    shares: dict[tuple[str, str], dict[str, float]] = {d.key: {} for d in demand}
+    for route, (k, p) in enumerate(layout.routes):
+        share = float(x[layout.x(route)])
+        if share > 1e-9:
+            shares[demand[k].key][pools[p].name] = share
+    served = {d.key: min(1.0, max(0.0, float(x[layout.s(k)]))) for k, d in enumerate(demand)}
+    for key, share in served.items():  # the second stage's slack leaves a served share a hair under 1
+        if 1 - _ROUNDING < share < 1 and shares[key]:
+            total = sum(shares[key].values())
+            shares[key] = {pool: value / total for pool, value in shares[key].items()}
+            served[key] = 1.0
+    cost = sum(pool.price_per_hour * instances[pool.name] for pool in pools)
+    status = "optimal"
+    if limited:
+        spent = budget is not None and cost >= budget - 1e-6
+        status = "budget" if spent else "capacity"
+        short = [(key, share) for key, share in served.items() if share < 1 - _ROUNDING]
+        unserved = [f"{model}/{size}: {1 - share:.0%}" for (model, size), share in short]
+        notes.append(f"demand not fully served ({status}): " + ", ".join(unserved))
+    return Allocation(
+        instances=instances,
+        shares=shares,
+        served=served,
+        cost_per_hour=cost,
+        output_tokens_per_s=float(tokens @ x),
+        status=status,
+        notes=notes,
+    )
+
+
+def _failed(pools: Sequence[PoolOffer], bounds: Mapping[str, tuple[int, int]], message: str) -> Allocation:
+    return Allocation(
+        instances={p.name: bounds[p.name][0] for p in pools},
+        shares={},
+        served={},
+        cost_per_hour=sum(p.price_per_hour * bounds[p.name][0] for p in pools),
+        output_tokens_per_s=0.0,
+        status="failed",
+        notes=[message],
+    )

@@ -1,0 +1,497 @@
+"""The tick: one pure step of the optimizer, from (time, signals, state) to a plan, a new state and a decision.
+
+1. learn: each pool's window updates its latency model;
+2. judge: a pool is eligible for traffic unless gated for quality, unhealthy, or failing;
+3. plan: the MILP sizes the fleet for the demand at least cost (`solver.solve_fleet`);
+4. guard: instance targets move toward the plan within cooldowns, steps and the cold-start rule;
+5. route: the traffic split over the instances ready now (`solver.solve_routing`), plus a small
+   exploration share per running pool, moved toward by the guard's step limits.
+
+Nothing here reads a clock, sleeps or touches the network: the loop, the simulator and a replay
+all call the same function.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from optimizer.config import ModelConfig
+from optimizer.guard import PoolMemory, break_even_s, guard_shares, guard_target
+from optimizer.performance import Estimate, LatencyPrior, capacity, observations
+from optimizer.policy import OptimizerConfig
+from optimizer.signals import PoolStatus, PoolWindow, Signals
+from optimizer.sizes import SizeClasses
+from optimizer.solver import Allocation, DemandClass, PoolOffer, solve_fleet, solve_routing
+
+__all__ = [
+    "Change",
+    "Decision",
+    "Plan",
+    "PoolReport",
+    "PoolSpec",
+    "Setup",
+    "State",
+    "TickResult",
+    "initial_state",
+    "tick",
+]
+
+_REPORTED_CHANGE = 0.005
+"""Weight changes smaller than this are applied but not listed as changes."""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """What the optimizer knows of a pool from the config (and its profile or roofline)."""
+
+    name: str
+    model: str
+    price_per_hour: float
+    min_instances: int
+    max_instances: int
+    cold_start_s: float
+    prior: LatencyPrior
+    weight: float = 1.0
+    """Configured weight: the split before the first plan."""
+    excluded: str | None = None
+    """Why the pool may never get traffic (the quality gate), or None."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    policy: OptimizerConfig
+    models: Mapping[str, ModelConfig]
+    pools: Mapping[str, PoolSpec]
+
+    @property
+    def size_classes(self) -> SizeClasses:
+        return SizeClasses(self.policy.size_classes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the fleet should do now: frozen data, applied by the loop (or the simulator) as a whole."""
+
+    at: float
+    weights: dict[str, float]
+    """Pool -> share of its model's traffic (for requests whose size class has no weights of its own)."""
+    class_weights: dict[str, dict[str, float]]
+    """Size class (`in<=1024/out<=256`, or the input bucket alone `in<=1024`) -> pool -> share within its model."""
+    targets: dict[str, int]
+    cost_per_hour: float
+    """Of the targets."""
+    output_tokens_per_s: float
+    """Planned service (the demand, or what the budget allows)."""
+
+    @property
+    def tokens_per_dollar(self) -> float | None:
+        return self.output_tokens_per_s * 3600 / self.cost_per_hour if self.cost_per_hour > 0 else None
+
+
+@dataclass(frozen=True)
+class Change:
+    pool: str
+    what: str
+    """`weight` or `target`."""
+    before: float
+    after: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class PoolReport:
+    """The numbers behind a pool's part of a decision."""
+
+    pool: str
+    eligible: bool
+    why_not: str | None
+    ready: int
+    target: int
+    proposed: int
+    weight: float
+    prior: str
+    confidence: float
+    evidence: float
+    """Requests behind the pool's estimate, decayed."""
+    concurrency: float | None
+    """Mean requests in flight per instance in the window."""
+    ttft_p95_s: float | None
+    tpot_p95_s: float | None
+    error_rate: float
+    capacity: dict[str, float]
+    """Size class -> requests per second per instance within the SLO, as planned."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    at: float
+    outcome: str
+    """`changed`, `unchanged`, or `failed` (the last good plan stays)."""
+    summary: str
+    changes: list[Change] = field(default_factory=list)
+    pools: list[PoolReport] = field(default_factory=list)
+    demand: list[DemandClass] = field(default_factory=list)
+    solver_status: str = ""
+    solver_notes: list[str] = field(default_factory=list)
+    proposed_cost_per_hour: float = 0.0
+    current_cost_per_hour: float = 0.0
+
+
+@dataclass(frozen=True)
+class State:
+    estimates: dict[str, Estimate]
+    memory: dict[str, PoolMemory]
+    plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class TickResult:
+    plan: Plan
+    state: State
+    decision: Decision
+
+
+def initial_state(setup: Setup) -> State:
+    return State(
+        estimates={name: Estimate.from_prior(spec.prior) for name, spec in setup.pools.items()},
+        memory={name: PoolMemory() for name in setup.pools},
+    )
+
+
+def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult:
+    policy = setup.policy
+    status = {name: signals.status.get(name, PoolStatus(ready=0)) for name in setup.pools}
+    estimates, concurrency = _learn(now, signals, state, setup, status)
+    blocked = {
+        name: why for name, spec in setup.pools.items() if (why := _blocked(spec, signals, status[name], policy))
+    }
+    demand = [
+        DemandClass(d.model, d.size_class, d.rate, d.input_tokens, d.output_tokens)
+        for d in signals.demand.values()
+        if d.model in setup.models
+    ]
+    capacities = _capacities(setup, estimates, demand)
+    offers = [
+        PoolOffer(
+            name=spec.name,
+            model=spec.model,
+            price_per_hour=spec.price_per_hour,
+            min_instances=spec.min_instances,
+            max_instances=spec.max_instances,
+            capacity=capacities[spec.name],
+            eligible=spec.name not in blocked,
+        )
+        for spec in setup.pools.values()
+    ]
+    proposal = solve_fleet(demand, offers, budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)
+    if proposal.status == "failed":
+        raise RuntimeError("; ".join(proposal.notes))
+
+    current = {name: status[name].target for name in setup.pools}
+    targets, memory, target_reasons = _guard_targets(now, state, setup, demand, offers, proposal, current)
+    ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
+    routing = solve_routing(demand, offers, ready, utilization=policy.utilization)
+    proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
+    previous = state.plan
+    split = _guard_split(setup, proposed_split, previous, set(blocked))
+    class_weights, weights = _weights(setup, demand, split, previous, set(blocked), ready)
+
+    cost = sum(setup.pools[name].price_per_hour * count for name, count in targets.items())
+    plan = Plan(now, weights, class_weights, targets, cost, proposal.output_tokens_per_s)
+    changes = _changes(previous, plan, setup, current, target_reasons, blocked)
+    reports = [
+        _report(spec, estimates[spec.name], signals, status[spec.name], blocked.get(spec.name), proposal,
+                targets[spec.name], weights.get(spec.name, 0.0), concurrency.get(spec.name), capacities[spec.name],
+                policy.learning.prior_strength)
+        for spec in setup.pools.values()
+    ]  # fmt: skip
+    current_cost = sum(setup.pools[name].price_per_hour * count for name, count in current.items())
+    decision = Decision(
+        at=now,
+        outcome="changed" if changes else "unchanged",
+        summary=_summary(changes, proposal, demand),
+        changes=changes,
+        pools=reports,
+        demand=demand,
+        solver_status=proposal.status,
+        solver_notes=list(proposal.notes),
+        proposed_cost_per_hour=proposal.cost_per_hour,
+        current_cost_per_hour=current_cost,
+    )
+    return TickResult(plan, State(estimates, memory, plan), decision)
+
+
+def _learn(
+    now: float, signals: Signals, state: State, setup: Setup, status: Mapping[str, PoolStatus]
+) -> tuple[dict[str, Estimate], dict[str, float]]:
+    learning = setup.policy.learning
+    estimates = dict(state.estimates)
+    concurrency: dict[str, float] = {}
+    for name, spec in setup.pools.items():
+        estimate = (estimates.get(name) or Estimate.from_prior(spec.prior)).decayed(now, learning)
+        window = signals.pools.get(name)
+        if window is None:
+            estimates[name] = estimate
+            continue
+        load, found = observations(window, status[name], signals.window_s, learning)
+        concurrency[name] = load
+        if found:
+            estimate = estimate.observe(now, found, window.requests - window.failures, learning)
+            estimate = _learn_duration(estimate, window, load, learning.prior_strength)
+        estimates[name] = estimate
+    return estimates, concurrency
+
+
+def _learn_duration(estimate: Estimate, window: PoolWindow, load: float, strength: float) -> Estimate:
+    """Mean request duration against the duration the p95 model predicts at the observed load."""
+    for group in window.classes.values():
+        if group.requests < 5 or group.duration_mean_s <= 0:
+            continue
+        ttft, _ = estimate.predict(np.array([0.0, 0.0, 1.0, load, group.input_tokens / 1000]), strength)
+        tpot, _ = estimate.predict(np.array([1.0, load, 0.0, 0.0, 0.0]), strength)
+        predicted = ttft + max(0.0, group.output_tokens - 1) * tpot
+        if predicted > 0:
+            estimate = estimate.learn_duration_ratio(group.duration_mean_s / predicted)
+    return estimate
+
+
+def _blocked(spec: PoolSpec, signals: Signals, status: PoolStatus, policy: OptimizerConfig) -> str | None:
+    """Why a pool gets no traffic this tick, or None."""
+    if spec.excluded:
+        return spec.excluded
+    if not status.healthy:
+        return "unhealthy: no instance passes its health probe"
+    window = signals.pools.get(spec.name)
+    failing = window is not None and window.requests >= policy.learning.min_requests
+    if window is not None and failing and window.error_rate >= policy.unhealthy_error_rate:
+        return f"failing: {window.error_rate:.0%} of its requests in the window failed"
+    return None
+
+
+def _capacities(
+    setup: Setup, estimates: Mapping[str, Estimate], demand: list[DemandClass]
+) -> dict[str, dict[str, float]]:
+    strength = setup.policy.learning.prior_strength
+    result: dict[str, dict[str, float]] = {}
+    for name, spec in setup.pools.items():
+        slo = setup.models[spec.model].slo
+        result[name] = {
+            d.size_class: capacity(estimates[name], slo, d.input_tokens, d.output_tokens, strength).requests_per_s
+            for d in demand
+            if d.model == spec.model
+        }
+    return result
+
+
+def _guard_targets(
+    now: float,
+    state: State,
+    setup: Setup,
+    demand: list[DemandClass],
+    offers: list[PoolOffer],
+    proposal: Allocation,
+    current: Mapping[str, int],
+) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str]]:
+    guard = setup.policy.guard
+    as_is = solve_routing(demand, offers, current, utilization=setup.policy.utilization)
+    needed = as_is.status == "capacity"
+    current_cost = sum(setup.pools[name].price_per_hour * count for name, count in current.items())
+    cold_starts = sum(
+        max(0, proposal.instances[name] - current[name])
+        * (spec.cold_start_s / 3600 * spec.price_per_hour + guard.cold_start_risk_usd)
+        for name, spec in setup.pools.items()
+    )
+    saving = current_cost - proposal.cost_per_hour
+    economical = saving >= guard.min_saving * current_cost and saving * guard.payback_s / 3600 >= cold_starts
+    targets: dict[str, int] = {}
+    memory: dict[str, PoolMemory] = {}
+    reasons: dict[str, str] = {}
+    for name, spec in setup.pools.items():
+        cold_start = break_even_s(spec.cold_start_s, spec.price_per_hour, guard.cold_start_risk_usd)
+        hold = max(guard.scale_down_delay_s, cold_start)
+        step = guard_target(
+            now, current[name], proposal.instances[name], state.memory.get(name, PoolMemory()), guard,
+            needed=needed, economical=economical, hold_s=hold,
+        )  # fmt: skip
+        targets[name], memory[name], reasons[name] = step.target, step.memory, step.reason
+    return targets, memory, reasons
+
+
+def _split(
+    setup: Setup,
+    demand: list[DemandClass],
+    offers: list[PoolOffer],
+    routing: Allocation,
+    ready: Mapping[str, int],
+    exploration: float,
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Each demand class's split over the ready pools: the routing plan, the overflow spread by
+    capacity, and the exploration floor for every eligible running pool that can serve it."""
+    split: dict[tuple[str, str], dict[str, float]] = {}
+    for d in demand:
+        candidates = [o for o in offers if o.model == d.model and o.eligible and ready[o.name] > 0]
+        if not candidates:
+            continue
+        shares = dict(routing.shares.get(d.key, {}))
+        unserved = 1.0 - sum(shares.values())
+        if unserved > 1e-6:  # past every pool's capacity: the overflow goes where there is most room
+            room = {o.name: ready[o.name] * o.capacity.get(d.size_class, 0.0) for o in candidates}
+            if sum(room.values()) <= 0:
+                room = {o.name: float(ready[o.name]) for o in candidates}
+            total = sum(room.values())
+            for name, value in room.items():
+                shares[name] = shares.get(name, 0.0) + unserved * value / total
+        explored = [o.name for o in candidates if o.capacity.get(d.size_class, 0.0) > 0]
+        if exploration > 0 and len(explored) > 1:
+            floor = exploration / len(explored)
+            shares = {name: max(shares.get(name, 0.0), floor) for name in set(shares) | set(explored)}
+            total = sum(shares.values())
+            shares = {name: value / total for name, value in shares.items()}
+        split[d.key] = shares
+    return split
+
+
+def _guard_split(
+    setup: Setup,
+    proposed: Mapping[tuple[str, str], dict[str, float]],
+    previous: Plan | None,
+    blocked: set[str],
+) -> dict[tuple[str, str], dict[str, float]]:
+    guard = setup.policy.guard
+    result: dict[tuple[str, str], dict[str, float]] = {}
+    for (model, size_class), shares in proposed.items():
+        pools = [name for name, spec in setup.pools.items() if spec.model == model]
+        old = _previous_shares(setup, previous, model, size_class, pools)
+        result[model, size_class] = guard_shares(old, shares, blocked, guard)
+    return result
+
+
+def _previous_shares(
+    setup: Setup, previous: Plan | None, model: str, size_class: str, pools: list[str]
+) -> dict[str, float]:
+    if previous is None:
+        raw = {name: setup.pools[name].weight for name in pools}
+    else:
+        raw = previous.class_weights.get(size_class) or previous.weights
+        raw = {name: raw.get(name, 0.0) for name in pools}
+    total = sum(raw.values())
+    return {name: value / total for name, value in raw.items()} if total > 0 else {}
+
+
+def _weights(
+    setup: Setup,
+    demand: list[DemandClass],
+    split: Mapping[tuple[str, str], dict[str, float]],
+    previous: Plan | None,
+    blocked: set[str],
+    ready: Mapping[str, int],
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Class weights (full classes and input buckets) and per-pool weights, each summing to 1 per model."""
+    size_classes = setup.size_classes
+    rates = {d.key: d.rate for d in demand}
+    class_weights: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    by_input: dict[tuple[str, str], dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
+    by_model: dict[str, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
+    for (model, size_class), shares in split.items():
+        rate = rates.get((model, size_class), 0.0)
+        class_weights[size_class].update(shares)
+        for name, share in shares.items():
+            by_input[model, size_classes.input_of(size_class)][name] += share * rate
+            by_model[model][name] += share * rate
+    for (_, input_class), amounts in by_input.items():
+        total = sum(amounts.values())
+        if total > 0:
+            class_weights[input_class].update({name: value / total for name, value in amounts.items()})
+    weights: dict[str, float] = {}
+    for model in setup.models:
+        pools = [name for name, spec in setup.pools.items() if spec.model == model]
+        served = by_model.get(model, {})
+        if sum(served.values()) > 0:
+            total = sum(served.values())
+            weights.update({name: served.get(name, 0.0) / total for name in pools})
+        else:  # no demand seen: keep the split there was, away from blocked pools
+            old = _previous_shares(setup, previous, model, "", pools)
+            open_pools = [name for name in pools if name not in blocked and ready.get(name, 0) > 0] or [
+                name for name in pools if name not in blocked
+            ]
+            kept = {name: (old.get(name, 0.0) if name in open_pools else 0.0) for name in pools}
+            if sum(kept.values()) <= 0:
+                kept = {name: (1.0 if name in open_pools else 0.0) for name in pools}
+            total = sum(kept.values()) or 1.0
+            weights.update({name: value / total for name, value in kept.items()})
+    return dict(class_weights), weights
+
+
+def _changes(
+    previous: Plan | None,
+    plan: Plan,
+    setup: Setup,
+    current: Mapping[str, int],
+    target_reasons: Mapping[str, str],
+    blocked: Mapping[str, str],
+) -> list[Change]:
+    changes: list[Change] = []
+    for name in setup.pools:
+        if plan.targets[name] != current[name]:
+            changes.append(Change(name, "target", current[name], plan.targets[name], target_reasons[name]))
+        before = previous.weights.get(name, 0.0) if previous else _configured_share(setup, name)
+        after = plan.weights.get(name, 0.0)
+        if abs(after - before) >= _REPORTED_CHANGE:
+            why = blocked.get(name) or (
+                "more of the traffic: cheaper per token within SLO"
+                if after > before
+                else "less of the traffic: others serve it cheaper or it is at capacity"
+            )
+            changes.append(Change(name, "weight", round(before, 4), round(after, 4), why))  # fmt: skip
+    return changes
+
+
+def _configured_share(setup: Setup, name: str) -> float:
+    model = setup.pools[name].model
+    total = sum(spec.weight for spec in setup.pools.values() if spec.model == model)
+    return setup.pools[name].weight / total if total > 0 else 0.0
+
+
+def _report(
+    spec: PoolSpec,
+    estimate: Estimate,
+    signals: Signals,
+    status: PoolStatus,
+    why_not: str | None,
+    proposal: Allocation,
+    target: int,
+    weight: float,
+    concurrency: float | None,
+    capacities: dict[str, float],
+    strength: float,
+) -> PoolReport:
+    window = signals.pools.get(spec.name)
+    return PoolReport(
+        pool=spec.name,
+        eligible=why_not is None,
+        why_not=why_not,
+        ready=status.ready,
+        target=target,
+        proposed=proposal.instances[spec.name],
+        weight=round(weight, 4),
+        prior=spec.prior.source,
+        confidence=round(estimate.confidence(strength), 3),
+        evidence=round(estimate.evidence, 1),
+        concurrency=None if concurrency is None else round(concurrency, 3),
+        ttft_p95_s=window.ttft_p95_s if window else None,
+        tpot_p95_s=window.tpot_p95_s if window else None,
+        error_rate=window.error_rate if window else 0.0,
+        capacity={name: round(value, 4) for name, value in capacities.items()},
+    )
+
+
+def _summary(changes: list[Change], proposal: Allocation, demand: list[DemandClass]) -> str:
+    rate = sum(d.rate for d in demand)
+    head = f"{rate:.2f} req/s demand; plan ${proposal.cost_per_hour:.2f}/h ({proposal.status})"
+    if not changes:
+        return head + "; no change"
+    return head + "; " + "; ".join(f"{c.pool} {c.what} {c.before:g} -> {c.after:g}" for c in changes)

