@@ -12,6 +12,7 @@ import msgspec
 from gateway.bench import overhead as overhead_bench
 from gateway.config import ConfigError, default_config_text, load_config
 from observability.logs import configure_logging
+from optimizer.simulate import cli as simulate_cli
 from runtimes.profile import cli as profile_cli
 from runtimes.profile import hardware_cli
 from runtimes.profile.instance import PoolTarget
@@ -127,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     replay_command.add_argument("--interval", type=float, help="seconds of trace time between ticks (default: policy)")
     replay_command.add_argument("--json", help="write every decision to this file as JSON")
     replay_command.set_defaults(run=_replay)
+
+    simulate = commands.add_parser("simulate", help="the optimizer against baselines on a simulated GPU/TPU/CPU fleet")
+    simulate_cli.add_arguments(simulate)
+    simulate.set_defaults(run=simulate_cli.run)
     return parser
 
 

@@ -198,7 +198,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
     previous = state.plan
     split = _guard_split(setup, proposed_split, previous, set(blocked))
-    class_weights, weights = _weights(setup, demand, split, previous, set(blocked), ready)
+    class_weights, weights = _weights(setup, demand, split, previous, set(blocked))
 
     cost = sum(setup.pools[name].price_per_hour * count for name, count in targets.items())
     plan = Plan(now, weights, class_weights, targets, cost, proposal.output_tokens_per_s)
@@ -388,7 +388,6 @@ def _weights(
     split: Mapping[tuple[str, str], dict[str, float]],
     previous: Plan | None,
     blocked: set[str],
-    ready: Mapping[str, int],
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Class weights (full classes and input buckets) and per-pool weights, each summing to 1 per model."""
     size_classes = setup.size_classes
@@ -413,11 +412,9 @@ def _weights(
         if sum(served.values()) > 0:
             total = sum(served.values())
             weights.update({name: served.get(name, 0.0) / total for name in pools})
-        else:  # no demand seen: keep the split there was, away from blocked pools
+        else:  # no demand seen: keep the split there was, away from blocked pools (readiness is the router's job)
             old = _previous_shares(setup, previous, model, "", pools)
-            open_pools = [name for name in pools if name not in blocked and ready.get(name, 0) > 0] or [
-                name for name in pools if name not in blocked
-            ]
+            open_pools = [name for name in pools if name not in blocked]
             kept = {name: (old.get(name, 0.0) if name in open_pools else 0.0) for name in pools}
             if sum(kept.values()) <= 0:
                 kept = {name: (1.0 if name in open_pools else 0.0) for name in pools}

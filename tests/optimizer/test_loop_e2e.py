@@ -152,7 +152,8 @@ def _decisions(gateway: RunningGateway) -> list[dict[str, Any]]:
 
 def _frozen(gateway: RunningGateway, pool: str) -> list[psutil.Process]:
     """The engine behind the pool's instance, with its children (the engine core)."""
-    (instance,) = gateway.pools()[pool]["instances"]  # type: ignore[misc]
+    instances: list[dict[str, Any]] = gateway.pools()[pool]["instances"]  # type: ignore[assignment]
+    (instance,) = instances
     server = gateway.engine_process(instance["url"])
     return [server, *server.children(recursive=True)]
 
@@ -161,10 +162,17 @@ def test_traffic_moves_to_the_cheaper_pool_away_from_a_frozen_one_and_back(gatew
     with Load(gateway) as load:
         # 1. Steady load: the weight moves to spot (2.5x the tokens per dollar) within a few ticks.
         wait_for(lambda: len(load.latencies) >= 10, 120, "load to flow")
-        started = time.monotonic()
-        _wait_weight(gateway, "spot", lambda w: w >= 0.8, 120, "the weight to move to spot")
-        ticks_to_move = (time.monotonic() - started) / INTERVAL_S
-        moved = _decisions(gateway)[0]
+
+        def history() -> list[tuple[float, dict[str, Any]]]:
+            """Spot's weight at each tick since traffic began, oldest first."""
+            ticks = [d for d in _decisions(gateway)[::-1] if d["demand"]]
+            return [(next(p["weight"] for p in d["pools"] if p["pool"] == "spot"), d) for d in ticks]
+
+        wait_for(lambda: any(w >= 0.8 for w, _ in history()), 120, "the weight to move to spot", interval=1)
+        ticks = history()
+        ticks_to_move = 1 + next(i for i, (weight, _) in enumerate(ticks) if weight >= 0.8)
+        assert ticks_to_move <= 5, [d["summary"] for _, d in ticks]
+        moved = ticks[ticks_to_move - 1][1]
         assert moved["solver_status"] == "optimal"
         assert {p["pool"]: p["eligible"] for p in moved["pools"]} == {"steady": True, "spot": True}
         phase_one = list(load.latencies)
@@ -178,9 +186,16 @@ def test_traffic_moves_to_the_cheaper_pool_away_from_a_frozen_one_and_back(gatew
             _wait_weight(gateway, "spot", lambda w: w == 0.0, 60, "traffic to leave the frozen pool")
             reasons = [p["why_not"] for d in _decisions(gateway)[:3] for p in d["pools"] if p["pool"] == "spot"]
             assert any(reason and "unhealthy" in reason for reason in reasons), reasons
+            seen: list[float] = []
+
+            def carried() -> bool:
+                seen.append(_weight(gateway, "spot"))
+                return len(during.latencies) >= 30
+
             with Load(gateway) as during:
-                wait_for(lambda: len(during.latencies) >= 6, 90, "steady to carry new requests alone")
+                wait_for(carried, 120, "steady to carry 30 new requests alone", interval=0.5)
             assert not during.errors, during.errors[:3]
+            assert max(seen) == 0.0, seen  # no traffic to the frozen pool at any time
         finally:
             for process in frozen:
                 process.send_signal(signal.SIGCONT)
@@ -193,7 +208,7 @@ def test_traffic_moves_to_the_cheaper_pool_away_from_a_frozen_one_and_back(gatew
     tpots = sorted(t for _, t in phase_one)
     p95 = int(0.95 * (len(phase_one) - 1))
     print(
-        f"\nweight to spot in {ticks_to_move:.1f} ticks; before the freeze: {len(phase_one)} requests, "
+        f"\nweight to spot >= 0.8 at tick {ticks_to_move}; before the freeze: {len(phase_one)} requests, "
         f"client TTFT p95 {ttfts[p95] * 1000:.0f} ms, TPOT p95 {tpots[p95] * 1000:.1f} ms "
         f"(SLO 2000 / 200 ms); {len(_decisions(gateway))} decisions"
     )
