@@ -1,0 +1,7 @@
+"""`python -m optimizer.simulate SCENARIO ...`: the same command as `thrifty simulate`."""
+
+import sys
+
+from optimizer.simulate.cli import main
+
+sys.exit(main())
