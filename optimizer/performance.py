@@ -1,21 +1,24 @@
 """The performance model: how much load one instance of a pool takes, per size class, within the SLO.
 
-Continuous batching makes latency grow with the batch. Per pool, with B the requests in flight
-per instance and `in_k` the prompt length in thousands of tokens, the model is linear:
+Continuous batching makes latency grow with the batch, and chunked prefill makes every decode
+step wait for the prompts being read. Per pool, with B the requests in flight per instance, P
+the prompt tokens it reads per second (thousands) and `in_k` a request's prompt (thousands of
+tokens), the model is linear:
 
-    TPOT p95 = a + b * B
+    TPOT p95 = a + b * B + g * P
     TTFT p95 = c + d * B + e * in_k
 
-with the five coefficients learned by Bayesian linear regression: a prior (from a profile, or
+with the six coefficients learned by Bayesian linear regression: a prior (from a profile, or
 the accelerator's roofline, or a generic guess, each with its own uncertainty), plus every
 window's observations, weighted by their request count and forgotten with a half-life so that a
 pool whose speed changes is re-learned. The posterior's spread is the confidence: capacity is
 planned on the mean plus one standard deviation of latency, so a pool known from few requests
 is planned cautiously and one known well is planned close to its limit.
 
-The capacity of a class is then the largest B whose predicted TTFT and TPOT stay within the SLO
-(and within the engine's batch limit), turned into requests per second by Little's law with the
-class's request duration at that B.
+The capacity of a class is the highest request rate per instance at which, with B from Little's
+law, the predicted TTFT and TPOT stay within the SLO, the batch fits the engine (its sequence
+limit, and the KV cache for prompts and answers of that size), and prefill uses at most
+`_PREFILL_UTILIZATION` of the compute the roofline allows.
 """
 
 from __future__ import annotations
@@ -43,12 +46,15 @@ __all__ = [
     "observations",
     "profile_prior",
     "roofline_prior",
+    "tpot_features",
+    "ttft_features",
     "variant_precision",
 ]
 
-COEFFICIENTS = ("tpot_s", "tpot_s_per_seq", "ttft_s", "ttft_s_per_seq", "ttft_s_per_kilotoken")
-_TPOT = np.array([1.0, 0.0, 0.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0, 0.0, 0.0])
-_SD_FLOOR = np.array([0.002, 0.0002, 0.02, 0.002, 0.01])
+COEFFICIENTS = ("tpot_s", "tpot_s_per_seq", "tpot_s_per_prefill_ktok_s", "ttft_s", "ttft_s_per_seq",
+                "ttft_s_per_kilotoken")  # fmt: skip
+_SIZE = len(COEFFICIENTS)
+_SD_FLOOR = np.array([0.002, 0.0002, 0.0005, 0.02, 0.002, 0.01])
 """Least prior standard deviation per coefficient (seconds): no prior is certain to the microsecond."""
 _NOISE = 0.15
 """Relative noise of one window's p95 at `min_requests` requests."""
@@ -59,15 +65,25 @@ _STEP_OVERHEAD_S = 0.004
 """Scheduling, sampling and detokenizing per engine step, beyond the roofline's memory and compute time."""
 _EFFICIENCY = {"bandwidth": 0.7, "compute": 0.5}
 """Share of the catalog peaks a serving engine reaches, for the roofline prior (its uncertainty covers the rest)."""
+_PREFILL_UTILIZATION = 0.7
+"""Most of an instance's prefill compute planned for prompts: past it, prompts queue and TTFT explodes."""
+_OUTLIER_FACTOR = 3.0
+"""Window p95s are capped at this multiple of the SLO: past it the engine is queueing, which no line fits."""
+
+Coefficients = tuple[float, float, float, float, float, float]
 
 
 @dataclass(frozen=True)
 class LatencyPrior:
-    mean: tuple[float, float, float, float, float]
+    mean: Coefficients
     """The coefficients, in the order of `COEFFICIENTS`."""
-    sd: tuple[float, float, float, float, float]
+    sd: Coefficients
     max_concurrency: float
-    """Requests in flight one instance can batch at most (engine limit, KV cache)."""
+    """Requests in flight one instance can batch at most (the engine's sequence limit)."""
+    kv_tokens: float | None = None
+    """Tokens the KV cache of one instance holds (None: unknown, only `max_concurrency` bounds the batch)."""
+    prefill_tokens_per_s: float | None = None
+    """Prompt tokens per second one instance's compute reads at most (None: unknown)."""
     duration_ratio: float = 0.8
     """Mean request duration over the duration computed from p95 latencies."""
     source: str = "generic"
@@ -75,7 +91,7 @@ class LatencyPrior:
 
 @dataclass(frozen=True)
 class Observation:
-    features: tuple[float, float, float, float, float]
+    features: Coefficients
     value: float
     weight: float
     """Precision of the observation (1 / variance), before forgetting."""
@@ -89,7 +105,7 @@ class Capacity:
     ttft_p95_s: float
     tpot_p95_s: float
     limit: str
-    """What bounds it: `tpot`, `ttft`, `batch`."""
+    """What bounds it: `tpot`, `ttft`, `batch` (sequences or KV cache), `prefill`."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ class Estimate:
 
     @classmethod
     def from_prior(cls, prior: LatencyPrior) -> Estimate:
-        return cls(prior=prior, information=np.zeros((5, 5)), moment=np.zeros(5))
+        return cls(prior=prior, information=np.zeros((_SIZE, _SIZE)), moment=np.zeros(_SIZE))
 
     def posterior(self, strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the coefficients."""
@@ -116,7 +132,8 @@ class Estimate:
         precision = prior_precision + self.information
         covariance = np.linalg.inv(precision)
         mean = covariance @ (prior_precision @ np.array(self.prior.mean) + self.moment)
-        return mean, covariance
+        # Latency never falls as load or prompts grow, and no term is negative: a fit that says so is noise.
+        return np.maximum(mean, 0.0), covariance
 
     def decayed(self, now: float, learning: LearningConfig) -> Estimate:
         """The evidence aged to `now`: without new data an estimate drifts back to its prior."""
@@ -151,7 +168,7 @@ class Estimate:
 
     def confidence(self, strength: float = 1.0) -> float:
         """How far the data has narrowed TPOT at a typical batch: 0 (prior only) to 1."""
-        x = _tpot_features(max(1.0, self.prior.max_concurrency / 4))
+        x = tpot_features(max(1.0, self.prior.max_concurrency / 4), 0.0)
         prior_only = Estimate.from_prior(self.prior)
         _, spread = self.predict(x, strength)
         _, prior_spread = prior_only.predict(x, strength)
@@ -163,39 +180,68 @@ def capacity(
 ) -> Capacity:
     """The most requests per second of this size one instance serves within the SLO."""
     mean, covariance = estimate.posterior(strength)
+    a, b, g, c, d, e = (float(v) for v in mean)
     tpot_limit, ttft_limit = slo.tpot_p95_ms / 1000, slo.ttft_p95_ms / 1000
-    in_k = input_tokens / 1000
+    in_k, decode = input_tokens / 1000, max(0.0, output_tokens - 1)
+    ratio = estimate.duration_ratio if estimate.duration_ratio is not None else estimate.prior.duration_ratio
+    prior = estimate.prior
+    batch_limit = prior.max_concurrency
+    if prior.kv_tokens is not None and input_tokens + output_tokens > 0:
+        batch_limit = min(batch_limit, prior.kv_tokens / (input_tokens + output_tokens))
 
     def cautious(x: np.ndarray) -> float:
         return float(x @ mean) + _CONFIDENCE_Z * math.sqrt(max(0.0, float(x @ covariance @ x)))
 
-    def fits(batch: float) -> tuple[bool, str]:
-        if cautious(_tpot_features(batch)) > tpot_limit:
-            return False, "tpot"
-        if cautious(_ttft_features(batch, in_k)) > ttft_limit:
-            return False, "ttft"
-        return True, "batch"
+    def load(rate: float) -> tuple[float, float] | None:
+        """Requests in flight (Little's law, on the mean model) and prompt kilotokens per second at `rate`."""
+        prefill = rate * in_k
+        settled = 1 - rate * ratio * (d + decode * b)
+        if settled <= 0:
+            return None  # every request added slows the others enough to add another: no steady state
+        return rate * ratio * (c + e * in_k + decode * (a + g * prefill)) / settled, prefill
 
-    top = estimate.prior.max_concurrency
-    ok, limit = fits(top)
-    if ok:
-        batch = top
-    else:
-        low, high = 0.0, top
-        if not fits(1e-3)[0]:
-            return Capacity(0.0, 0.0, cautious(_ttft_features(0, in_k)), cautious(_tpot_features(0)), fits(1e-3)[1])
-        for _ in range(40):  # latency only grows with the batch (b, d >= 0 in any sane fit): bisect
-            middle = (low + high) / 2
-            low, high = (middle, high) if fits(middle)[0] else (low, middle)
-        batch = low
-    ttft, tpot = cautious(_ttft_features(batch, in_k)), cautious(_tpot_features(batch))
-    ratio = estimate.duration_ratio if estimate.duration_ratio is not None else estimate.prior.duration_ratio
-    duration = ratio * (ttft + max(0.0, output_tokens - 1) * tpot)
-    return Capacity(batch, batch / duration if duration > 0 else 0.0, ttft, tpot, limit)
+    def check(rate: float) -> tuple[str | None, float, float, float]:
+        found = load(rate)
+        if found is None:
+            return "tpot", math.inf, math.inf, math.inf
+        batch, prefill = found
+        ttft, tpot = cautious(ttft_features(batch, in_k)), cautious(tpot_features(batch, prefill))
+        if tpot > tpot_limit:
+            return "tpot", batch, ttft, tpot
+        if ttft > ttft_limit:
+            return "ttft", batch, ttft, tpot
+        if batch > batch_limit:
+            return "batch", batch, ttft, tpot
+        return None, batch, ttft, tpot
+
+    top = math.inf
+    limit = "batch"
+    if prior.prefill_tokens_per_s is not None and input_tokens > 0:
+        top = _PREFILL_UTILIZATION * prior.prefill_tokens_per_s / input_tokens
+        limit = "prefill"
+    floor_duration = ratio * (c + e * in_k + decode * a)
+    if floor_duration > 0 and batch_limit / floor_duration < top:
+        top, limit = batch_limit / floor_duration, "batch"
+    failed, _, ttft, tpot = check(1e-9)
+    if failed is not None:
+        return Capacity(0.0, 0.0, ttft, tpot, failed)
+    failed, batch, ttft, tpot = check(top) if math.isfinite(top) else ("tpot", 0.0, 0.0, 0.0)
+    if failed is None:
+        return Capacity(batch, top, ttft, tpot, limit)
+    low, high = 0.0, top if math.isfinite(top) else 1e6
+    for _ in range(50):  # latency only grows with the rate (non-negative slopes): bisect
+        middle = (low + high) / 2
+        found, _, _, _ = check(middle)
+        if found is None:
+            low = middle
+        else:
+            high, failed = middle, found
+    _, batch, ttft, tpot = check(low)
+    return Capacity(batch, low, ttft, tpot, failed or limit)
 
 
 def observations(
-    window: PoolWindow, status: PoolStatus, window_s: float, learning: LearningConfig
+    window: PoolWindow, status: PoolStatus, window_s: float, learning: LearningConfig, slo: SLOConfig
 ) -> tuple[float, list[Observation]]:
     """The pool's mean concurrency per instance in the window, and what its latencies say at that load."""
     instances = max(1, status.ready)
@@ -204,12 +250,16 @@ def observations(
     ok_requests = window.requests - window.failures
     if ok_requests < learning.min_requests:
         return concurrency, found
+    prompt_tokens = sum(group.input_tokens * group.requests for group in window.classes.values())
+    prefill = prompt_tokens / window_s / instances / 1000
+    tpot_cap, ttft_cap = _OUTLIER_FACTOR * slo.tpot_p95_ms / 1000, _OUTLIER_FACTOR * slo.ttft_p95_ms / 1000
     if window.tpot_p95_s is not None:
-        found.append(_observation(_tpot_features(concurrency), window.tpot_p95_s, ok_requests, learning))
+        value = min(window.tpot_p95_s, tpot_cap)
+        found.append(_observation(tpot_features(concurrency, prefill), value, ok_requests, learning))
     for group in window.classes.values():
         if group.ttft_p95_s is not None and group.requests >= learning.min_requests:
-            x = _ttft_features(concurrency, group.input_tokens / 1000)
-            found.append(_observation(x, group.ttft_p95_s, group.requests, learning))
+            x = ttft_features(concurrency, group.input_tokens / 1000)
+            found.append(_observation(x, min(group.ttft_p95_s, ttft_cap), group.requests, learning))
     return concurrency, found
 
 
@@ -218,16 +268,19 @@ def _observation(x: np.ndarray, value: float, requests: int, learning: LearningC
     # A p95 of n requests is about as good as sqrt(n) times one of min_requests, up to a point:
     # beyond ~100 the window's own drift dominates.
     weight = min(requests, 100) / learning.min_requests / noise**2
-    features = (float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
-    return Observation(features, value, weight)
+    return Observation(_coefficients(x), value, weight)
 
 
-def _tpot_features(batch: float) -> np.ndarray:
-    return np.array([1.0, batch, 0.0, 0.0, 0.0])
+def _coefficients(x: np.ndarray) -> Coefficients:
+    return float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5])
 
 
-def _ttft_features(batch: float, in_k: float) -> np.ndarray:
-    return np.array([0.0, 0.0, 1.0, batch, in_k])
+def tpot_features(batch: float, prefill_ktok_s: float) -> np.ndarray:
+    return np.array([1.0, batch, prefill_ktok_s, 0.0, 0.0, 0.0])
+
+
+def ttft_features(batch: float, in_k: float) -> np.ndarray:
+    return np.array([0.0, 0.0, 0.0, 1.0, batch, in_k])
 
 
 def variant_precision(variant: str) -> str:
@@ -257,30 +310,41 @@ def roofline_prior(
     )
     bandwidth = accelerator.bandwidth_gbs * _EFFICIENCY["bandwidth"]
     compute = tflops * _EFFICIENCY["compute"]
-    kv_budget = accelerator.memory_gib * 2**30 * 0.9 - weights
-    by_memory = kv_budget / (context_tokens * shape.kv_bytes_per_token())
-    max_batch = max(1.0, min(float(max_num_seqs), by_memory))
+    kv_tokens = max(0.0, accelerator.memory_gib * 2**30 * 0.9 - weights) / shape.kv_bytes_per_token()
+    max_batch = max(1.0, min(float(max_num_seqs), kv_tokens / context_tokens))
     batches = sorted({1, max(1, int(max_batch / 4)), max(1, int(max_batch / 2)), max(1, int(max_batch))})
     steps = [decode_point(shape, weights, b, context_tokens, bandwidth, compute).step_ms / 1000 for b in batches]
     a, b = _line(batches, steps)
     a += _STEP_OVERHEAD_S
-    prefill_s_per_kilotoken = 1000 * shape.flops_per_token(context_tokens // 2) / (compute * 1e12)
-    # Under load a new prompt waits for a share of the running batch's steps (chunked prefill interleaves).
-    mean = (a * 1.1, b * 1.1, a + prefill_s_per_kilotoken, a * 0.5, prefill_s_per_kilotoken)
-    sd = tuple(max(abs(value), floor) for value, floor in zip(mean, _SD_FLOOR, strict=True))
+    prefill_tokens_per_s = compute * 1e12 / shape.flops_per_token(context_tokens // 2)
+    prefill_s_per_kilotoken = 1000 / prefill_tokens_per_s
+    # Reading P thousand prompt tokens a second takes P * 1000 / prefill_tokens_per_s of every second,
+    # which the decode steps wait for (chunked prefill shares each step).
+    g = a * prefill_s_per_kilotoken
+    # Under load a new prompt waits for a share of the running batch's steps.
+    mean = (a * 1.1, b * 1.1, g, a + prefill_s_per_kilotoken, a * 0.5, prefill_s_per_kilotoken)
+    sd = [max(abs(value), floor) for value, floor in zip(mean, _SD_FLOOR, strict=True)]
     return LatencyPrior(
         mean=mean,
-        sd=(sd[0], sd[1], sd[2], sd[3], sd[4]),
-        max_concurrency=max_batch,
+        sd=(sd[0], sd[1], sd[2], sd[3], sd[4], sd[5]),
+        max_concurrency=float(max_num_seqs),
+        kv_tokens=kv_tokens,
+        prefill_tokens_per_s=prefill_tokens_per_s,
         source=f"roofline: {shape.name} {precision} on {accelerator.kind} {accelerator.bandwidth_gbs:g} GB/s",
     )
 
 
 def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fallback: LatencyPrior) -> LatencyPrior:
     """Latency lines fitted to a profile's measured levels; tighter than a roofline because it was measured."""
+    prompt_k = profile.workload.prompt_tokens / 1000
+    g, e = fallback.mean[2], fallback.mean[5]
+    # Per instance (throughputs and concurrency are the whole URL's); a level's TPOT includes the wait for its
+    # prompts, which the model adds as g * prefill rate: the line is fitted to the rest.
     points = [
-        (float(level.concurrency or level.metrics.request_throughput * level.metrics.mean_e2el_ms / 1000),
-         level.metrics.p95_tpot_ms / 1000, level.metrics.p95_ttft_ms / 1000)
+        (float(level.concurrency or level.metrics.request_throughput * level.metrics.mean_e2el_ms / 1000)
+         / profile.instances,
+         level.metrics.p95_tpot_ms / 1000 - g * level.metrics.request_throughput * prompt_k / profile.instances,
+         level.metrics.p95_ttft_ms / 1000)
         for level in profile.levels
         if level.metrics.completed > 0
     ]  # fmt: skip
@@ -289,23 +353,26 @@ def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fal
     loads = [p[0] for p in points]
     a, b = _line(loads, [p[1] for p in points])
     c, d = _line(loads, [p[2] for p in points])
-    prompt_k = profile.workload.prompt_tokens / 1000
-    e = fallback.mean[4]
     c = max(0.0, c - e * prompt_k)  # the profile ran one prompt length: the roofline says how TTFT scales with it
-    mean = (max(a, 1e-4), max(b, 0.0), c, max(d, 0.0), e)
-    sd = (0.3 * mean[0], 0.5 * mean[1], 0.3 * mean[2], 0.5 * mean[3], fallback.sd[4])
+    mean = (max(a, 1e-4), max(b, 0.0), g, c, max(d, 0.0), e)
+    sd = (0.3 * mean[0], 0.5 * mean[1], fallback.sd[2], 0.3 * mean[3], 0.5 * mean[4], fallback.sd[5])
     top = max_concurrency if max_concurrency is not None else max(fallback.max_concurrency, max(loads))
-    source = f"profile: {profile.created_at} {profile.base_url}"
-    return LatencyPrior(mean=mean, sd=sd, max_concurrency=top, source=source)
+    return LatencyPrior(
+        mean=mean,
+        sd=sd,
+        max_concurrency=top,
+        kv_tokens=fallback.kv_tokens,
+        prefill_tokens_per_s=fallback.prefill_tokens_per_s,
+        source=f"profile: {profile.created_at} {profile.base_url}",
+    )
 
 
 def generic_prior(slo: SLOConfig, max_concurrency: float = 64.0) -> LatencyPrior:
     """Nothing known: latency that reaches the SLO around a quarter of the batch limit, with 100% uncertainty."""
     tpot, ttft = slo.tpot_p95_ms / 1000, slo.ttft_p95_ms / 1000
     knee = max_concurrency / 4
-    mean = (tpot / 4, 0.75 * tpot / knee, ttft / 4, 0.5 * ttft / knee, ttft / 4)
-    sd = (mean[0], mean[1], mean[2], mean[3], mean[4])
-    return LatencyPrior(mean=mean, sd=sd, max_concurrency=max_concurrency, source="generic")
+    mean = (tpot / 4, 0.75 * tpot / knee, tpot / 20, ttft / 4, 0.5 * ttft / knee, ttft / 4)
+    return LatencyPrior(mean=mean, sd=mean, max_concurrency=max_concurrency, source="generic")
 
 
 def _line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:

@@ -77,9 +77,11 @@ class Demand:
     model: str
     size_class: str
     rate: float
-    """Requests per second."""
+    """Requests per second that arrived in the window (and have finished; the tick adds those in flight)."""
     input_tokens: float
     output_tokens: float
+    recent_rate: float = 0.0
+    """The same over the window's last quarter: how demand is moving now."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class SignalCollector:
             if record.span_id in self._span_ids:
                 return
             self._span_ids.add(record.span_id)
-        if self.first_seen is None:
+        if self.first_seen is None or record.start < self.first_seen:  # feeds deliver by end, not by start
             self.first_seen = record.start
         self.seen += 1
         if self.records and record.end < self.records[-1].end:  # several feeds interleave a little: keep order
@@ -134,7 +136,7 @@ class SignalCollector:
         return Signals(
             now=now,
             window_s=span,
-            demand=self._demand(window, span),
+            demand=self._demand(window, now, span),
             pools=self._pools(window, max(since, started)),
             status=dict(status),
         )
@@ -148,9 +150,12 @@ class SignalCollector:
     def _size_class(self, record: RequestRecord) -> str:
         return self.size_classes.classify(record.input_tokens, record.output_tokens)
 
-    def _demand(self, window: list[RequestRecord], span: float) -> dict[tuple[str, str], Demand]:
-        """Arrival rates by class. Requests that failed before usage have no size: they count in
+    def _demand(self, window: list[RequestRecord], now: float, span: float) -> dict[tuple[str, str], Demand]:
+        """Arrival rates by class: requests that started in the window (a queue that slows answers
+        must not look like less demand). Requests that failed before usage have no size: they count in
         proportion to the sized ones of their model (all in the smallest class when none has a size)."""
+        window = [r for r in window if r.start >= now - span]
+        recent_since = now - span / 4
         sized: dict[tuple[str, str], list[RequestRecord]] = collections.defaultdict(list)
         unsized: collections.Counter[str] = collections.Counter()
         for record in window:
@@ -163,16 +168,20 @@ class SignalCollector:
             if not any(key[0] == model for key in sized):
                 sized[model, smallest] = []
         per_model = collections.Counter(model for (model, _), records in sized.items() for _ in records)
+        recent_unsized = collections.Counter(r.model for r in window if r.start >= recent_since and
+                                             not (r.input_tokens or r.output_tokens))  # fmt: skip
         demand = {}
         for (model, size_class), records in sized.items():
             known = len(records)
-            extra = unsized[model] * (known / per_model[model] if per_model[model] else 1.0)
+            share = known / per_model[model] if per_model[model] else 1.0
+            recent = sum(1 for r in records if r.start >= recent_since) + recent_unsized[model] * share
             demand[model, size_class] = Demand(
                 model=model,
                 size_class=size_class,
-                rate=(known + extra) / span,
+                rate=(known + unsized[model] * share) / span,
                 input_tokens=_mean([r.input_tokens for r in records]),
                 output_tokens=_mean([r.output_tokens for r in records]),
+                recent_rate=recent / (span / 4),
             )
         return demand
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass, field, replace
 
 from optimizer.config import ModelConfig
 from optimizer.guard import PoolMemory, break_even_s, guard_shares, guard_target
-from optimizer.performance import Estimate, LatencyPrior, capacity, observations
+from optimizer.performance import Estimate, LatencyPrior, capacity, observations, tpot_features, ttft_features
 from optimizer.policy import OptimizerConfig
 from optimizer.signals import PoolStatus, PoolWindow, Signals
 from optimizer.sizes import SizeClasses
@@ -124,6 +122,8 @@ class PoolReport:
     error_rate: float
     capacity: dict[str, float]
     """Size class -> requests per second per instance within the SLO, as planned."""
+    scaling: str = ""
+    """What the guard did with the solver's proposal for this pool, and why (empty: nothing to do)."""
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     blocked = {
         name: why for name, spec in setup.pools.items() if (why := _blocked(spec, signals, status[name], policy))
     }
-    demand = [
-        DemandClass(d.model, d.size_class, d.rate, d.input_tokens, d.output_tokens)
-        for d in signals.demand.values()
-        if d.model in setup.models
-    ]
+    demand = _planned_demand(signals, setup, status)
     capacities = _capacities(setup, estimates, demand)
     offers = [
         PoolOffer(
@@ -192,8 +188,8 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         raise RuntimeError("; ".join(proposal.notes))
 
     current = {name: status[name].target for name in setup.pools}
-    targets, memory, target_reasons = _guard_targets(now, state, setup, demand, offers, proposal, current)
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
+    targets, memory, target_reasons = _guard_targets(now, state, setup, demand, offers, proposal, current, ready)
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization)
     proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
     previous = state.plan
@@ -204,9 +200,12 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     plan = Plan(now, weights, class_weights, targets, cost, proposal.output_tokens_per_s)
     changes = _changes(previous, plan, setup, current, target_reasons, blocked)
     reports = [
-        _report(spec, estimates[spec.name], signals, status[spec.name], blocked.get(spec.name), proposal,
-                targets[spec.name], weights.get(spec.name, 0.0), concurrency.get(spec.name), capacities[spec.name],
-                policy.learning.prior_strength)
+        replace(
+            _report(spec, estimates[spec.name], signals, status[spec.name], blocked.get(spec.name), proposal,
+                    targets[spec.name], weights.get(spec.name, 0.0), concurrency.get(spec.name),
+                    capacities[spec.name], policy.learning.prior_strength),
+            scaling=target_reasons[spec.name],
+        )
         for spec in setup.pools.values()
     ]  # fmt: skip
     current_cost = sum(setup.pools[name].price_per_hour * count for name, count in current.items())
@@ -225,6 +224,28 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     return TickResult(plan, State(estimates, memory, plan), decision)
 
 
+def _planned_demand(signals: Signals, setup: Setup, status: Mapping[str, PoolStatus]) -> list[DemandClass]:
+    """What to plan for: the window's arrivals plus the requests still in flight, or the last quarter's
+    pace if that is higher (demand that grows is served before the window catches up). Extrapolating
+    the trend over a cold start was tried: on steady load it amplified noise into idle instances."""
+    in_flight: dict[str, float] = collections.defaultdict(float)
+    for name, spec in setup.pools.items():
+        in_flight[spec.model] += status[name].in_flight
+    totals: dict[str, float] = collections.defaultdict(float)
+    for d in signals.demand.values():
+        totals[d.model] += d.rate
+    span = signals.window_s
+    planned = []
+    for d in signals.demand.values():
+        if d.model not in setup.models:
+            continue
+        share = d.rate / totals[d.model] if totals[d.model] > 0 else 1.0
+        extra = in_flight[d.model] * share
+        rate = max(d.rate + extra / span, d.recent_rate + extra / (span / 4))
+        planned.append(DemandClass(d.model, d.size_class, rate, d.input_tokens, d.output_tokens))
+    return planned
+
+
 def _learn(
     now: float, signals: Signals, state: State, setup: Setup, status: Mapping[str, PoolStatus]
 ) -> tuple[dict[str, Estimate], dict[str, float]]:
@@ -232,27 +253,39 @@ def _learn(
     estimates = dict(state.estimates)
     concurrency: dict[str, float] = {}
     for name, spec in setup.pools.items():
-        estimate = (estimates.get(name) or Estimate.from_prior(spec.prior)).decayed(now, learning)
+        previous = estimates.get(name) or Estimate.from_prior(spec.prior)
+        # Successive windows overlap: only the share of the window that is new since the last
+        # update is new evidence, or the same requests would count window_s / interval_s times.
+        fresh = 1.0 if previous.updated_at is None else min(1.0, (now - previous.updated_at) / signals.window_s)
+        estimate = previous.decayed(now, learning)
         window = signals.pools.get(name)
         if window is None:
             estimates[name] = estimate
             continue
-        load, found = observations(window, status[name], signals.window_s, learning)
+        slo = setup.models[spec.model].slo
+        load, found = observations(window, status[name], signals.window_s, learning, slo)
         concurrency[name] = load
         if found:
+            found = [replace(observation, weight=observation.weight * fresh) for observation in found]
             estimate = estimate.observe(now, found, window.requests - window.failures, learning)
-            estimate = _learn_duration(estimate, window, load, learning.prior_strength)
+            estimate = _learn_duration(
+                estimate, window, load, signals.window_s, status[name].ready, learning.prior_strength
+            )
         estimates[name] = estimate
     return estimates, concurrency
 
 
-def _learn_duration(estimate: Estimate, window: PoolWindow, load: float, strength: float) -> Estimate:
+def _learn_duration(
+    estimate: Estimate, window: PoolWindow, load: float, window_s: float, instances: int, strength: float
+) -> Estimate:
     """Mean request duration against the duration the p95 model predicts at the observed load."""
+    prompt_tokens = sum(group.input_tokens * group.requests for group in window.classes.values())
+    prefill = prompt_tokens / window_s / max(1, instances) / 1000
     for group in window.classes.values():
         if group.requests < 5 or group.duration_mean_s <= 0:
             continue
-        ttft, _ = estimate.predict(np.array([0.0, 0.0, 1.0, load, group.input_tokens / 1000]), strength)
-        tpot, _ = estimate.predict(np.array([1.0, load, 0.0, 0.0, 0.0]), strength)
+        ttft, _ = estimate.predict(ttft_features(load, group.input_tokens / 1000), strength)
+        tpot, _ = estimate.predict(tpot_features(load, prefill), strength)
         predicted = ttft + max(0.0, group.output_tokens - 1) * tpot
         if predicted > 0:
             estimate = estimate.learn_duration_ratio(group.duration_mean_s / predicted)
@@ -295,6 +328,7 @@ def _guard_targets(
     offers: list[PoolOffer],
     proposal: Allocation,
     current: Mapping[str, int],
+    ready: Mapping[str, int],
 ) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str]]:
     guard = setup.policy.guard
     as_is = solve_routing(demand, offers, current, utilization=setup.policy.utilization)
@@ -318,7 +352,18 @@ def _guard_targets(
             needed=needed, economical=economical, hold_s=hold,
         )  # fmt: skip
         targets[name], memory[name], reasons[name] = step.target, step.memory, step.reason
+    shrinking = [name for name in setup.pools if targets[name] < current[name]]
+    staying = {name: min(ready[name], targets[name]) for name in setup.pools}
+    if shrinking and _served(demand, offers, staying) < _served(demand, offers, ready) * (1 - 1e-6):
+        for name in shrinking:  # removing now would leave traffic with nowhere to go until new instances are up
+            targets[name], memory[name] = current[name], state.memory.get(name, PoolMemory())
+            reasons[name] = f"hold at {current[name]}: the instances that stay are not ready to carry the traffic"
     return targets, memory, reasons
+
+
+def _served(demand: list[DemandClass], offers: list[PoolOffer], instances: Mapping[str, int]) -> float:
+    """Output tokens per second these ready instances serve within the SLO (at full capacity)."""
+    return solve_routing(demand, offers, instances, utilization=1.0).output_tokens_per_s
 
 
 def _split(
@@ -346,9 +391,8 @@ def _split(
             for name, value in room.items():
                 shares[name] = shares.get(name, 0.0) + unserved * value / total
         explored = [o.name for o in candidates if o.capacity.get(d.size_class, 0.0) > 0]
-        if exploration > 0 and len(explored) > 1:
-            floor = exploration / len(explored)
-            shares = {name: max(shares.get(name, 0.0), floor) for name in set(shares) | set(explored)}
+        if exploration > 0 and len(explored) > 1:  # each of them, as `OptimizerConfig.exploration` says
+            shares = {name: max(shares.get(name, 0.0), exploration) for name in set(shares) | set(explored)}
             total = sum(shares.values())
             shares = {name: value / total for name, value in shares.items()}
         split[d.key] = shares

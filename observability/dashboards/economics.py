@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from observability import metrics as m
+from observability.dashboards.annotations import optimizer_changes, policy_reloads
 from observability.dashboards.charts import cost_rate_by_pool, tokens_per_usd_by_pool
 from observability.dashboards.model import Board, Chart, Query, Section
 from observability.dashboards.promql import (
@@ -28,6 +29,8 @@ def board() -> Board:
         "thrifty: Fleet economics",
         "What the fleet costs and what it produces: tokens per second, dollars per hour, tokens per dollar.",
         (_fleet_headline(), _throughput_and_cost(), _efficiency(), _idle_and_attributed_cost()),
+        # What the optimizer changed explains steps in cost and tokens per dollar.
+        annotations=(optimizer_changes(), policy_reloads()),
     )
 
 

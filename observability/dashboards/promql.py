@@ -17,6 +17,7 @@ __all__ = [
     "fleet_ratio",
     "of_selected_pools",
     "per_hour",
+    "per_minute",
     "pool_gauge",
     "pool_ratio",
     "quantile_queries",
@@ -63,6 +64,10 @@ def pool_ratio(numerator: MetricDef, denominator: MetricDef) -> str:
 
 def per_hour(rate_expr: str) -> str:
     return f"{rate_expr} * 3600"
+
+
+def per_minute(rate_expr: str) -> str:
+    return f"{rate_expr} * 60"
 
 
 def _quantile(quantile: float, histogram: MetricDef) -> str:

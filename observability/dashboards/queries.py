@@ -1,4 +1,5 @@
-"""Reading dashboards back from their JSON: every panel's queries, Grafana variables expanded, metric names.
+"""Reading dashboards back from their JSON: every panel's and annotation's queries, Grafana variables
+expanded, metric names.
 
 These work on plain JSON dicts, without grafana-foundation-sdk: tests and the end-to-end checks use
 them to run each query against Prometheus and to check it selects only metrics the gateway exports.
@@ -11,7 +12,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PanelQuery", "all_panels", "expand_variables", "metric_names", "panel_queries"]
+__all__ = [
+    "ANNOTATION_REF_ID",
+    "PanelQuery",
+    "all_panels",
+    "annotation_queries",
+    "dashboard_metric_names",
+    "dashboard_queries",
+    "expand_variables",
+    "metric_names",
+    "panel_queries",
+]
+
+ANNOTATION_REF_ID = "Anno"
+"""The reference id Grafana's Prometheus datasource gives an annotation's query."""
 
 
 @dataclass(frozen=True)
@@ -19,7 +33,7 @@ class PanelQuery:
     dashboard: str
     """The dashboard's uid."""
     panel: str
-    """The panel's title."""
+    """The panel's title; for an annotation, `annotation: ` and its name."""
     ref_id: str
     expr: str
 
@@ -38,6 +52,34 @@ def panel_queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
         for panel in all_panels(dashboard)
         for target in panel.get("targets", [])
     ]
+
+
+def annotation_queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
+    """The query of every Prometheus annotation (Grafana's built-in annotations have none).
+
+    The expression is read where Grafana keeps it: `expr` as provisioned, or `target.expr` once
+    Grafana has saved the dashboard again.
+    """
+    return [
+        PanelQuery(
+            dashboard["uid"],
+            f"annotation: {annotation['name']}",
+            ANNOTATION_REF_ID,
+            annotation.get("expr") or annotation.get("target", {}).get("expr", ""),
+        )
+        for annotation in dashboard.get("annotations", {}).get("list", [])
+        if annotation.get("datasource", {}).get("type") == "prometheus"
+    ]
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
+    """Everything the dashboard asks Prometheus: every panel's targets, then every annotation's query."""
+    return panel_queries(dashboard) + annotation_queries(dashboard)
+
+
+def dashboard_metric_names(dashboard: dict[str, Any]) -> set[str]:
+    """The metric (series) names the dashboard's panels and annotations select."""
+    return {name for query in dashboard_queries(dashboard) for name in metric_names(expand_variables(query.expr))}
 
 
 _VARIABLE = re.compile(r"\$(?:\{(?P<braced>\w+)(?::[^}]*)?\}|(?P<bare>\w+))")
@@ -68,8 +110,9 @@ _COMMENT = re.compile(r"#[^\n]*")
 _MATCHERS = re.compile(r"\{[^}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
 _LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE)
-# An identifier not glued to a number (the `m` of `5m`, the `e` of `1e-9`), and not a call.
-_NAME = re.compile(r"(?<![\w.:])[A-Za-z_:][\w:]*(?![\w:])(?!\s*\()")
+# An identifier not glued to a number (the `m` of `5m`, the `e` of `1e-9`), not a Grafana variable
+# (`$__interval`), and not a call.
+_NAME = re.compile(r"(?<![\w.:$])[A-Za-z_:][\w:]*(?![\w:])(?!\s*\()")
 _KEYWORDS = frozenset(
     {"and", "or", "unless", "atan2", "bool", "by", "without", "on", "ignoring", "group_left", "group_right"}
     | {"offset", "inf", "nan"}

@@ -11,14 +11,14 @@ import string
 from typing import TYPE_CHECKING, Any
 
 from observability import metrics as m
-from observability.dashboards.model import Board, Chart, Note, Query, Section
+from observability.dashboards.model import Annotation, Board, Chart, Note, Query, Section
 from observability.dashboards.queries import all_panels
 
 if TYPE_CHECKING:
     from grafana_foundation_sdk.builders import dashboard as grafana
     from grafana_foundation_sdk.builders import stat, timeseries
     from grafana_foundation_sdk.cog.builder import Builder
-    from grafana_foundation_sdk.models.dashboard import DataSourceRef
+    from grafana_foundation_sdk.models.dashboard import AnnotationQuery, DataSourceRef
     from grafana_foundation_sdk.models.dashboard import Panel as PanelModel
 
 __all__ = ["DATASOURCE_UID", "render"]
@@ -57,7 +57,10 @@ def render(board: Board) -> dict[str, Any]:
     )
     for section in board.sections:
         _add_section(builder, section)
+    for annotation in board.annotations:
+        builder.annotation(_annotation(annotation))
     rendered: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
+    _add_prometheus_annotation_fields(rendered, board.annotations)
     _number_panels(rendered)
     return rendered
 
@@ -204,6 +207,37 @@ def _draw_objective(panel: timeseries.Panel, objective: float) -> None:
     steps = [Threshold(None, "red"), Threshold(objective, "green")]
     panel.thresholds(grafana.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps))
     panel.thresholds_style(common.GraphThresholdsStyleConfig().mode(GraphTresholdsStyleMode.DASHED))
+
+
+def _annotation(annotation: Annotation) -> Builder[AnnotationQuery]:
+    from grafana_foundation_sdk.builders import dashboard as grafana
+
+    return (
+        grafana.AnnotationQuery()
+        .name(annotation.name)
+        .datasource(_datasource())
+        .enable(True)
+        .hide(False)
+        .icon_color(annotation.color)
+        .expr(annotation.expr)
+    )
+
+
+def _add_prometheus_annotation_fields(dashboard: dict[str, Any], annotations: tuple[Annotation, ...]) -> None:
+    """What Grafana's Prometheus datasource reads from an annotation besides its query.
+
+    The SDK's `AnnotationQuery` has no field for them (it models the built-in Grafana
+    datasource), so they are added to the rendered JSON, in the annotations' order.
+    """
+    rendered = dashboard.get("annotations", {}).get("list", [])
+    for entry, annotation in zip(rendered, annotations, strict=True):
+        entry |= {
+            "step": annotation.step,
+            "titleFormat": annotation.title,
+            "textFormat": annotation.text,
+            "tagKeys": ",".join(annotation.tags),
+            "useValueForTime": False,
+        }
 
 
 def _number_panels(dashboard: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
-"""The Grafana dashboards: the committed JSON is what the code builds, every query parses with
-promtool and selects only metrics the gateway exports, and the query helpers read PromQL right."""
+"""The Grafana dashboards: the committed JSON is what the code builds, every query (panels' and
+annotations') parses with promtool and selects only metrics the gateway exports, the optimizer's
+annotations mark each change once, and the query helpers read PromQL right."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from observability import metrics
 from observability.dashboards import (
     DATASOURCE_UID,
     PanelQuery,
+    annotation_queries,
+    dashboard_metric_names,
+    dashboard_queries,
     expand_variables,
     metric_names,
     panel_queries,
@@ -47,7 +51,8 @@ def dashboards() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def queries(dashboards: dict[str, dict[str, Any]]) -> list[PanelQuery]:
-    return [query for dashboard in dashboards.values() for query in panel_queries(dashboard)]
+    """Every panel's and every annotation's query."""
+    return [query for dashboard in dashboards.values() for query in dashboard_queries(dashboard)]
 
 
 def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,9 +127,56 @@ def test_panel_ids_are_unique_and_every_panel_is_placed(dashboards: dict[str, di
                 assert panel.get("description"), panel["title"]
 
 
-def test_the_optimizer_row_says_what_lands_later(dashboards: dict[str, dict[str, Any]]) -> None:
-    notes = [panel for panel in all_panels(dashboards["thrifty-optimizer"]) if panel["type"] == "text"]
-    assert any("optimizer" in note["options"]["content"] for note in notes)
+def test_the_optimizer_board_shows_every_optimizer_metric(dashboards: dict[str, dict[str, Any]]) -> None:
+    optimizer = {name for name in metrics.CATALOGUE if name.startswith("thrifty_optimizer_")}
+    assert len(optimizer) >= 10
+    assert optimizer <= dashboard_metric_names(dashboards["thrifty-optimizer"])
+
+
+def test_the_optimizer_board_keeps_what_it_steers_beside_the_plan(dashboards: dict[str, dict[str, Any]]) -> None:
+    by_title = {panel["title"]: panel for panel in all_panels(dashboards["thrifty-optimizer"])}
+    for title, expected in {
+        "Traffic weight by pool": {"thrifty_pool_weight"},
+        "Observed traffic share by pool": {"thrifty_requests_total"},
+        "Target vs proposed instances by pool": {
+            "thrifty_pool_instances_target",
+            "thrifty_optimizer_pool_proposed_instances",
+        },
+        "Planned vs actual cost ($/hour)": {
+            "thrifty_pool_cost_usd_per_hour",
+            "thrifty_optimizer_plan_cost_usd_per_hour",
+        },
+        "Planned vs observed output tokens per $": {
+            "thrifty_fleet_output_tokens_per_usd",
+            "thrifty_optimizer_plan_output_tokens_per_usd",
+        },
+    }.items():
+        selected = set().union(*(metric_names(target["expr"]) for target in by_title[title]["targets"]))
+        assert expected <= selected, title
+    assert not [panel for panel in all_panels(dashboards["thrifty-optimizer"]) if panel["type"] == "text"]
+
+
+def test_optimizer_annotations_are_prometheus_queries_titled_by_what_changed(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    expected = {
+        "thrifty-optimizer": {"Optimizer changes", "Optimizer failed ticks", "Optimizer policy reloads"},
+        "thrifty-economics": {"Optimizer changes", "Optimizer policy reloads"},
+    }
+    for uid, names in expected.items():
+        annotations = {a["name"]: a for a in dashboards[uid]["annotations"]["list"]}
+        assert set(annotations) == names, uid
+        for annotation in annotations.values():
+            assert annotation["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+            assert annotation["enable"] and not annotation["hide"]
+            assert annotation["expr"] and annotation["titleFormat"] and annotation["textFormat"]
+        changes = annotations["Optimizer changes"]
+        assert metric_names(changes["expr"]) == {"thrifty_optimizer_changes_total", "thrifty_pool_info"}
+        assert ("{{pool}}" in changes["titleFormat"], "{{what}}" in changes["titleFormat"]) == (True, True)
+        assert changes["tagKeys"] == "pool,what"
+    failed = next(a for a in dashboards["thrifty-optimizer"]["annotations"]["list"] if "failed" in a["name"])
+    assert 'outcome="failed"' in failed["expr"]
+    assert {uid for uid, dashboard in dashboards.items() if dashboard["annotations"]} == set(expected)
 
 
 def test_device_panels_put_gpu_and_tpu_beside_the_cpu(dashboards: dict[str, dict[str, Any]]) -> None:
@@ -153,6 +205,8 @@ def test_rate_windows_follow_the_dashboard(queries: list[PanelQuery]) -> None:
     for query in queries:
         windows = set(re.findall(r"\[([^\]]*)\]", query.expr))
         assert windows <= {"$__rate_interval", "$__range"}, query
+        offsets = set(re.findall(r"\boffset\s+(-?[$\w]+)", query.expr))
+        assert offsets <= {"$__interval"}, query
 
 
 def test_every_query_parses(tmp_path: Path, queries: list[PanelQuery]) -> None:
@@ -167,6 +221,39 @@ def test_every_query_parses(tmp_path: Path, queries: list[PanelQuery]) -> None:
         f"{index}: {query.dashboard} / {query.panel} [{query.ref_id}]" for index, query in enumerate(queries)
     )
     assert result.returncode == 0, f"{result.stdout}{result.stderr}\nrules by index:\n{numbered}"
+
+
+def test_the_change_annotation_marks_each_change_once(tmp_path: Path, dashboards: dict[str, dict[str, Any]]) -> None:
+    """Scrapes every 15s, one point a minute: a pool's first change, then one between two points, then none."""
+    (query,) = [q for q in annotation_queries(dashboards["thrifty-optimizer"]) if q.panel.endswith("changes")]
+    expr = expand_variables(query.expr, rate_interval="1m")
+    marked = [{"labels": '{pool="cpu-a", what="weight"}', "value": 1}]
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    # First seen at 30s (the series starts with the pool's first change), then +1 at 1m45s.
+                    {
+                        "series": 'thrifty_optimizer_changes_total{pool="cpu-a", what="weight", job="thrifty"}',
+                        "values": "_ _ 1 1 1 1 1 2 2 2 2 2 2 2 2 2 2",
+                    },
+                    {"series": 'thrifty_pool_info{pool="cpu-a", model="m", job="thrifty"}', "values": "1+0x16"},
+                ],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "1m", "exp_samples": marked},
+                    {"expr": expr, "eval_time": "2m", "exp_samples": marked},
+                    {"expr": expr, "eval_time": "3m", "exp_samples": []},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "annotation-test.yml"
+    path.write_text(json.dumps(test))  # JSON is YAML
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{expr}\n{result.stdout}{result.stderr}"
 
 
 def test_slo_attainment_matches_buckets_as_the_client_labels_them(queries: list[PanelQuery]) -> None:
@@ -219,6 +306,29 @@ def test_panel_queries_reads_collapsed_rows_and_skips_text_panels() -> None:
     assert panel_queries(dashboard) == [PanelQuery("board", "top", "A", "up"), PanelQuery("board", "inner", "B", "x")]
 
 
+def test_annotation_queries_read_prometheus_annotations_as_provisioned_or_saved() -> None:
+    prometheus = {"type": "prometheus", "uid": "prometheus"}
+    dashboard = {
+        "uid": "board",
+        "panels": [{"type": "timeseries", "title": "top", "targets": [{"refId": "A", "expr": "up"}]}],
+        "annotations": {
+            "list": [
+                {"name": "Annotations & Alerts", "datasource": {"type": "grafana", "uid": "-- Grafana --"}},
+                {"name": "provisioned", "datasource": prometheus, "expr": "x > 0"},
+                {"name": "saved", "datasource": prometheus, "target": {"refId": "Anno", "expr": "y > 0"}},
+            ]
+        },
+    }
+    annotations = [
+        PanelQuery("board", "annotation: provisioned", "Anno", "x > 0"),
+        PanelQuery("board", "annotation: saved", "Anno", "y > 0"),
+    ]
+    assert annotation_queries(dashboard) == annotations
+    assert dashboard_queries(dashboard) == [PanelQuery("board", "top", "A", "up"), *annotations]
+    assert dashboard_metric_names(dashboard) == {"up", "x", "y"}
+    assert annotation_queries({"uid": "bare", "annotations": {}}) == []
+
+
 @pytest.mark.parametrize(
     ("expr", "expected"),
     [
@@ -241,6 +351,7 @@ def test_panel_queries_reads_collapsed_rows_and_skips_text_panels() -> None:
         ('count_values by (model) ("le", slo_seconds)', {"slo_seconds"}),
         (r'x{a="say \"hi\" {b} by (c)"}', {"x"}),
         ("vector(1)", set()),
+        ("x - x offset $__interval > $threshold", {"x"}),
     ],
 )
 def test_metric_names(expr: str, expected: set[str]) -> None:
