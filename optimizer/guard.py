@@ -2,11 +2,11 @@
 
 Traffic shares move toward the proposal by at most `weight_step` of growth per pool per tick
 (traffic may leave a pool at once: moving away from trouble is never the risky direction), and
-changes under the deadband are ignored. Instances are added at once when demand needs them, but
-for economy only when the saving repays the cold starts within the payback horizon; they are
-removed one step at a time, after cooldowns, and only once the surplus has lasted longer than a
-cold start costs (keeping an idle instance that long before removing it is the ski-rental rule:
-never more than twice the cost of knowing the future).
+changes under the deadband are ignored, unless they open a pool to traffic or close it. Instances
+are added at once when demand needs them, but for economy only when the saving repays the cold
+starts within the payback horizon; they are removed one step at a time, after cooldowns, and only
+once the surplus has lasted longer than a cold start costs (keeping an idle instance that long
+before removing it is the ski-rental rule: never more than twice the cost of knowing the future).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from optimizer.policy import GuardConfig
 
 __all__ = ["PoolMemory", "ScaleStep", "break_even_s", "guard_shares", "guard_target"]
+
+_CLOSED = 1e-9
+"""A share at or below this is no traffic (what rounding leaves of a pool moved to 0)."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,14 @@ def guard_shares(
     if total <= 0:
         return {p: (0.0 if p in blocked else old.get(p, 0.0)) for p in pools}
     target = {p: v / total for p, v in target.items()}
-    start = {p: (0.0 if p in blocked else old.get(p, 0.0)) for p in pools}
-    if sum(start.values()) <= 0:
+    old_total = sum(max(0.0, old.get(p, 0.0)) for p in pools)
+    if old_total <= 0:
         return target
-    start_total = sum(start.values())
-    start = {p: v / start_total for p, v in start.items()}
-    if all(abs(target[p] - start[p]) < config.weight_deadband for p in pools):
-        return start
+    start = {p: max(0.0, old.get(p, 0.0)) / old_total for p in pools}
+    freed = sum(start[p] for p in blocked if p in start)
+    start = {p: 0.0 if p in blocked else start[p] + freed * target[p] for p in pools}
+    if all(abs(target[p] - start[p]) < config.weight_deadband and _open(target[p]) == _open(start[p]) for p in pools):
+        return start  # noise; but opening a pool to traffic (its exploration share) or closing it never is
     growth = {p: min(target[p] - start[p], config.weight_step) for p in pools if target[p] > start[p]}
     room = {p: start[p] - target[p] for p in pools if target[p] < start[p]}
     moved = min(sum(growth.values()), sum(room.values()))
@@ -131,4 +135,8 @@ def guard_shares(
         result[p] += amount * (moved / grown if grown else 0.0)
     for p, amount in room.items():
         result[p] -= amount * (moved / shrink if shrink else 0.0)
-    return {p: max(0.0, v) for p, v in result.items()}
+    return {p: v if _open(v) else 0.0 for p, v in result.items()}  # no rounding residue left on a closed pool
+
+
+def _open(share: float) -> bool:
+    return share > _CLOSED

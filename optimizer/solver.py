@@ -179,8 +179,15 @@ def _solve(
     keep_served = LinearConstraint(tokens, lb=best * (1 - _SERVED_SLACK) - 1e-9, ub=np.inf)
     second = milp(cost, integrality=integrality, bounds=Bounds(lower, upper), constraints=[*constraints, keep_served])
     solution = second.x if second.x is not None else first.x
-    return _allocation(layout, solution, tokens, notes, limited=best < tokens.sum() * (1 - _ROUNDING),
-                       budget=budget_per_hour)  # fmt: skip
+    limit = None
+    if best < tokens.sum() * (1 - _ROUNDING):
+        limit = "capacity"
+        if budget_per_hour is not None:  # the budget limits when the pools' max instances would serve more
+            free = milp(-tokens, integrality=integrality, bounds=Bounds(lower, upper),
+                        constraints=_constraints(layout, None, utilization))  # fmt: skip
+            if free.x is not None and float(tokens @ free.x) > best * (1 + _SERVED_SLACK) + 1e-9:
+                limit = "budget"
+    return _allocation(layout, solution, tokens, notes, limit=limit)
 
 
 def _constraints(layout: _Layout, budget_per_hour: float | None, utilization: float) -> list[LinearConstraint]:
@@ -206,26 +213,25 @@ def _constraints(layout: _Layout, budget_per_hour: float | None, utilization: fl
 
 
 def _allocation(
-    layout: _Layout, x: np.ndarray, tokens: np.ndarray, notes: list[str], *, limited: bool, budget: float | None
+    layout: _Layout, x: np.ndarray, tokens: np.ndarray, notes: list[str], *, limit: str | None
 ) -> Allocation:
     pools, demand = layout.pools, layout.demand
     instances = {pool.name: round(float(x[p])) for p, pool in enumerate(pools)}
     shares: dict[tuple[str, str], dict[str, float]] = {d.key: {} for d in demand}
     for route, (k, p) in enumerate(layout.routes):
         share = float(x[layout.x(route)])
-        if share > 1e-9:
+        if share > 1e-9 and instances[pools[p].name] > 0:  # a pool without instances gets only the solver's tolerance
             shares[demand[k].key][pools[p].name] = share
-    served = {d.key: min(1.0, max(0.0, float(x[layout.s(k)]))) for k, d in enumerate(demand)}
-    for key, share in served.items():  # the second stage's slack leaves a served share a hair under 1
-        if 1 - _ROUNDING < share < 1 and shares[key]:
-            total = sum(shares[key].values())
-            shares[key] = {pool: value / total for pool, value in shares[key].items()}
-            served[key] = 1.0
+    served: dict[tuple[str, str], float] = {}
+    for d in demand:
+        total = sum(shares[d.key].values())
+        if total > 1 - _ROUNDING:  # the second stage's slack and the solver's tolerances leave it a hair off 1
+            shares[d.key] = {pool: value / total for pool, value in shares[d.key].items()}
+            total = 1.0
+        served[d.key] = total
     cost = sum(pool.price_per_hour * instances[pool.name] for pool in pools)
-    status = "optimal"
-    if limited:
-        spent = budget is not None and cost >= budget - 1e-6
-        status = "budget" if spent else "capacity"
+    status = limit or "optimal"
+    if limit:
         short = [(key, share) for key, share in served.items() if share < 1 - _ROUNDING]
         unserved = [f"{model}/{size}: {1 - share:.0%}" for (model, size), share in short]
         notes.append(f"demand not fully served ({status}): " + ", ".join(unserved))
@@ -234,7 +240,7 @@ def _allocation(
         shares=shares,
         served=served,
         cost_per_hour=cost,
-        output_tokens_per_s=float(tokens @ x),
+        output_tokens_per_s=sum(float(tokens[layout.s(k)]) * served[d.key] for k, d in enumerate(demand)),
         status=status,
         notes=notes,
     )

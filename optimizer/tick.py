@@ -419,9 +419,11 @@ def _previous_shares(
 ) -> dict[str, float]:
     if previous is None:
         raw = {name: setup.pools[name].weight for name in pools}
-    else:
-        raw = previous.class_weights.get(size_class) or previous.weights
-        raw = {name: raw.get(name, 0.0) for name in pools}
+    else:  # class weights hold every model's pools: fall back to the pool weights when none of this model's is there
+        shares = previous.class_weights.get(size_class, {})
+        raw = {name: shares.get(name, 0.0) for name in pools}
+        if sum(raw.values()) <= 0:
+            raw = {name: previous.weights.get(name, 0.0) for name in pools}
     total = sum(raw.values())
     return {name: value / total for name, value in raw.items()} if total > 0 else {}
 

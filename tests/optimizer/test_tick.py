@@ -1,0 +1,359 @@
+"""The tick in a closed loop: synthetic pools with known latency, traffic split by the plan, a tick every 15 s."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from observability.records import RequestRecord
+from optimizer.config import ModelConfig, SLOConfig
+from optimizer.performance import COEFFICIENTS, LatencyPrior, generic_prior
+from optimizer.policy import OptimizerConfig
+from optimizer.signals import Demand, PoolStatus, SignalCollector, Signals
+from optimizer.tick import Plan, PoolSpec, Setup, TickResult, initial_state, tick
+
+SLO = SLOConfig(ttft_p95_ms=1000, tpot_p95_ms=100)
+IN, OUT = 500, 100
+INTERVAL = 15.0
+_ids = itertools.count()
+
+
+@dataclass
+class Truth:
+    """One pool's real speed: latency linear in the requests in flight per instance, up to the engine's batch."""
+
+    tpot_s: float = 0.02
+    tpot_s_per_seq: float = 0.002
+    ttft_s: float = 0.1
+    ttft_s_per_seq: float = 0.01
+    healthy: bool = True
+    """False: its instances fail their health probes (and the requests already sent to them fail)."""
+    failing: bool = False
+    """True: its probes pass but every request fails (a broken engine behind a live HTTP server)."""
+
+    def at(self, rate: float) -> tuple[float, float, float]:
+        """(requests in flight, TTFT, TPOT) of one instance taking `rate` requests per second (Little's law)."""
+        base = self.ttft_s + (OUT - 1) * self.tpot_s
+        slope = self.ttft_s_per_seq + (OUT - 1) * self.tpot_s_per_seq
+        settled = 1 - rate * slope
+        batch = min(64.0, rate * base / settled) if settled > 0 else 64.0  # past it the queue grows: a full batch
+        return batch, self.ttft_s + self.ttft_s_per_seq * batch, self.tpot_s + self.tpot_s_per_seq * batch
+
+
+@dataclass
+class World:
+    """The fleet and its clients; `run` ticks the optimizer and applies each plan as the loop would."""
+
+    truth: dict[str, Truth]
+    specs: dict[str, PoolSpec]
+    demand: Callable[[float], float]
+    policy: OptimizerConfig = field(default_factory=OptimizerConfig)
+    now: float = 0.0
+    results: list[TickResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.setup = Setup(self.policy, {"m": ModelConfig(name="m", slo=SLO)}, self.specs)
+        self.state = initial_state(self.setup)
+        self.collector = SignalCollector(
+            self.policy.window_s, self.setup.size_classes, list(self.setup.models.values())
+        )
+        self.target = {name: spec.min_instances for name, spec in self.specs.items()}
+        self.ready = dict(self.target)
+        self.starting: list[tuple[float, str]] = []
+        total = sum(spec.weight for spec in self.specs.values())
+        self.weights = {name: spec.weight / total for name, spec in self.specs.items()}
+        self.owed = dict.fromkeys(self.specs, 0.0)
+        self.in_flight = dict.fromkeys(self.specs, 0.0)
+
+    def run(self, ticks: int) -> list[TickResult]:
+        for _ in range(ticks):
+            self.step()
+        return self.results[-ticks:]
+
+    def step(self) -> TickResult:
+        start, self.now = self.now, self.now + INTERVAL
+        rate = self.demand(start)
+        routable = {name: share for name, share in self.weights.items() if self.ready[name] > 0}  # as the router
+        total = sum(routable.values())
+        self.in_flight = dict.fromkeys(self.specs, 0.0)
+        for name, share in routable.items():
+            self.send(name, start, rate * share / total)
+        for ready_at, name in [s for s in self.starting if s[0] <= self.now]:
+            self.starting.remove((ready_at, name))
+            self.ready[name] += 1
+        status = {
+            name: PoolStatus(ready=self.ready[name], starting=sum(1 for _, p in self.starting if p == name),
+                             target=self.target[name], healthy=self.truth[name].healthy,
+                             in_flight=round(self.in_flight[name]))
+            for name in self.specs
+        }  # fmt: skip
+        result = tick(self.now, self.collector.snapshot(self.now, status), self.state, self.setup)
+        self.state, self.weights = result.state, dict(result.plan.weights)
+        for name, count in result.plan.targets.items():
+            if count > self.target[name]:
+                self.starting += [(self.now + self.specs[name].cold_start_s, name)] * (count - self.target[name])
+            elif count < self.target[name]:
+                self.ready[name] = min(self.ready[name], count)
+            self.target[name] = count
+        self.results.append(result)
+        return result
+
+    def send(self, name: str, start: float, rate: float) -> None:
+        """The requests one pool gets over an interval, evenly spaced, with its true latency at that load."""
+        truth, instances = self.truth[name], self.ready[name]
+        self.owed[name] += rate * INTERVAL
+        count = int(self.owed[name])
+        self.owed[name] -= count
+        if count == 0:
+            return
+        if truth.failing or not truth.healthy:
+            status = 502 if truth.failing else 503
+            for i in range(count):
+                self.collector.add(record(name, start + i * INTERVAL / count, 0.01, None, None, status=status))
+            return
+        batch, ttft, tpot = truth.at(rate / instances)
+        self.in_flight[name] = batch * instances
+        for i in range(count):
+            self.collector.add(record(name, start + i * INTERVAL / count, ttft + (OUT - 1) * tpot, ttft, tpot))
+
+    def weight(self, name: str) -> list[float]:
+        return [r.plan.weights.get(name, 0.0) for r in self.results]
+
+
+def record(pool: str, start: float, duration: float, ttft: float | None, tpot: float | None, status: int = 200
+           ) -> RequestRecord:  # fmt: skip
+    n = next(_ids)
+    ok = status < 400
+    return RequestRecord(
+        trace_id=f"t{n}", span_id=f"s{n}", start=start, end=start + duration, operation="chat", model="m", pool=pool,
+        instance=f"{pool}-0", accelerator="cpu-2c", quantization="bf16", stream=True, status=status,
+        input_tokens=IN if ok else 0, output_tokens=OUT if ok else 0, duration_s=duration, queue_wait_s=None,
+        ttft_s=ttft, tpot_s=tpot, attempts=1, cost_usd=0.0,
+    )  # fmt: skip
+
+
+def spec(name: str, price: float, low: int = 1, high: int = 1, prior: LatencyPrior | None = None,
+         excluded: str | None = None) -> PoolSpec:  # fmt: skip
+    return PoolSpec(name, "m", price, low, high, 60.0, prior or generic_prior(SLO, 64), excluded=excluded)
+
+
+def steady(rate: float) -> Callable[[float], float]:
+    return lambda _: rate
+
+
+def test_traffic_moves_to_the_pool_with_more_tokens_per_dollar() -> None:
+    # Same speed, one instance each; "cheap" costs half as much per hour, so per token.
+    world = World({"cheap": Truth(), "dear": Truth()}, {"dear": spec("dear", 2.0), "cheap": spec("cheap", 1.0)},
+                  steady(1.0))  # fmt: skip
+    world.run(6)
+    cheap = world.weight("cheap")
+    assert cheap[0] > 0.5
+    assert cheap[-1] > 0.95
+    # The step limit: from the configured 50% it takes two ticks or more, never a jump to all of it.
+    assert all(later - earlier <= 0.3 + 1e-9 for earlier, later in itertools.pairwise([0.5, *cheap]))
+    # The dear pool keeps a trickle of traffic so that its estimate stays fresh.
+    assert 0 < world.weight("dear")[-1] <= world.policy.exploration
+    assert all(r.plan.targets == {"dear": 1, "cheap": 1} for r in world.results)
+
+
+def profiled(truth: Truth) -> LatencyPrior:
+    """The prior a profile of the pool gives: its true lines (no prefill term), known to within 50%."""
+    known = {"tpot_s": truth.tpot_s, "tpot_s_per_seq": truth.tpot_s_per_seq, "ttft_s": truth.ttft_s,
+             "ttft_s_per_seq": truth.ttft_s_per_seq}  # fmt: skip
+    mean = tuple(known.get(name, 0.0) for name in COEFFICIENTS)
+    sd = tuple(max(0.5 * value, 0.0005) for value in mean)
+    return LatencyPrior(mean=mean, sd=sd, max_concurrency=64, source="profile")  # type: ignore[arg-type]
+
+
+def slowed(truth: Truth) -> Truth:
+    """TPOT tripled: at 2 req/s the pool runs far past the 100 ms SLO (it holds about 0.7 req/s within it)."""
+    return replace(truth, tpot_s=3 * truth.tpot_s, tpot_s_per_seq=3 * truth.tpot_s_per_seq)
+
+
+def slow_world(policy: OptimizerConfig) -> World:
+    cheap, dear = Truth(), Truth()
+    specs = {"cheap": spec("cheap", 1.0, prior=profiled(cheap)), "dear": spec("dear", 3.0, prior=profiled(dear))}
+    world = World({"cheap": cheap, "dear": dear}, specs, steady(2.0), policy)
+    world.run(20)
+    assert world.weight("cheap")[-1] > 0.9
+    return world
+
+
+def test_a_pool_that_slows_down_loses_traffic_and_regains_it_when_it_recovers() -> None:
+    # 10% exploration: 0.2 req/s keep the slowed pool's estimate fresh, at a load that shows its slope.
+    world = slow_world(OptimizerConfig(exploration=0.1))
+    world.truth["cheap"] = slowed(Truth())
+    slow = [r.plan.weights["cheap"] for r in world.run(30)]
+    assert min(slow[:8]) < 0.6  # within two minutes it has lost a good part of its traffic
+    assert 0 < slow[-1] < 0.15  # down to its exploration share: dear at 0.53 $/h per req/s beats it at 1.5
+    world.truth["cheap"] = Truth()
+    back = [r.plan.weights["cheap"] for r in world.run(80)]
+    assert back[-1] > 0.85
+    assert back[-20:] == sorted(back[-20:])  # settled, not cycling
+
+
+@pytest.mark.xfail(strict=True, reason="known: at the default 3% exploration a recovered pool's share cycles")
+def test_at_the_default_exploration_a_recovered_pool_settles_back() -> None:
+    """At 3% (0.06 req/s here) the recovered pool runs near zero load, which says nothing of the slope it
+    learned while slow; the routing sends all it can to whichever pool the estimates make a hair cheaper per
+    request, so the share swings 0.03 -> 0.6-0.97 -> 0.03 every few minutes instead of settling."""
+    world = slow_world(OptimizerConfig())
+    world.truth["cheap"] = slowed(Truth())
+    assert world.run(30)[-1].plan.weights["cheap"] < 0.1
+    world.truth["cheap"] = Truth()
+    back = [r.plan.weights["cheap"] for r in world.run(200)]
+    assert min(back[-40:]) > 0.85
+
+
+def test_an_unhealthy_pool_gets_no_traffic_at_once() -> None:
+    world = World({"a": Truth(), "b": Truth()}, {"a": spec("a", 1.0), "b": spec("b", 1.5)}, steady(1.0))
+    world.run(8)
+    assert world.weight("a")[-1] > 0.9
+    world.truth["a"].healthy = False
+    result = world.step()
+    assert result.plan.weights["a"] == 0.0
+    assert result.plan.weights["b"] == 1.0
+    assert all(shares.get("a", 0.0) == 0.0 for shares in result.plan.class_weights.values())
+    assert any(c.pool == "a" and c.what == "weight" and "unhealthy" in c.reason for c in result.decision.changes)
+    (report,) = [p for p in result.decision.pools if p.pool == "a"]
+    assert not report.eligible and report.why_not is not None
+    world.run(4)
+    assert world.weight("a")[-4:] == [0.0] * 4
+    # Healthy again (and still the cheaper pool): its traffic comes back.
+    world.truth["a"].healthy = True
+    world.run(10)
+    assert world.weight("a")[-1] > 0.9
+
+
+def test_a_pool_back_from_unhealthy_gets_at_least_its_exploration_share() -> None:
+    # b is dearer: the routing gives it nothing, only the exploration floor keeps its estimate fresh.
+    world = World({"a": Truth(), "b": Truth()}, {"a": spec("a", 1.0), "b": spec("b", 1.5)}, steady(1.0))
+    world.run(8)
+    assert 0 < world.weight("b")[-1] < 0.1
+    world.truth["b"].healthy = False
+    world.run(2)
+    assert world.weight("b")[-1] == 0.0
+    world.truth["b"].healthy = True
+    world.run(2)
+    assert world.weight("b")[-1] >= world.policy.exploration * 0.9
+
+
+def test_a_pool_failing_its_requests_is_taken_out() -> None:
+    world = World({"a": Truth(), "b": Truth()}, {"a": spec("a", 1.0), "b": spec("b", 1.5)}, steady(1.0))
+    world.run(8)
+    world.truth["a"].failing = True
+    world.run(6)  # half of the window's requests must have failed
+    assert world.weight("a")[-1] == 0.0
+    assert any("failing" in (p.why_not or "") for p in world.results[-1].decision.pools)
+
+
+def test_a_quality_gated_pool_never_gets_traffic() -> None:
+    specs = {"gated": spec("gated", 0.5, excluded="quality: perplexity +9% over the 5% budget"), "ok": spec("ok", 2.0)}
+    world = World({"gated": Truth(), "ok": Truth()}, specs, steady(1.0))
+    world.run(20)
+    assert world.weight("gated") == [0.0] * 20
+    assert all(shares.get("gated", 0.0) == 0.0 for r in world.results for shares in r.plan.class_weights.values())
+    assert world.results[0].decision.pools[0].why_not == specs["gated"].excluded
+
+
+def test_the_fleet_scales_up_when_demand_outgrows_it() -> None:
+    world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8)}, lambda t: 0.5 if t < 300 else 6.0)
+    world.run(20)
+    assert world.target["a"] == 1
+    grown = world.run(20)
+    targets = [r.plan.targets["a"] for r in grown]
+    first = next(i for i, n in enumerate(targets) if n > 1)
+    assert first <= 2  # within two ticks of the surge reaching the window
+    # One instance holds about 4 req/s within the SLO; 6 req/s at 80% planned load need at least 2.
+    assert targets[-1] >= 2 and world.ready["a"] == targets[-1]
+    _, ttft, tpot = Truth().at(6.0 / world.ready["a"])
+    assert tpot <= SLO.tpot_p95_ms / 1000 and ttft <= SLO.ttft_p95_ms / 1000
+    assert grown[-1].plan.output_tokens_per_s > 0
+
+
+def turns(world: World, name: str) -> int:
+    """How often the pool's target changed direction (up then down counts one)."""
+    targets = [r.plan.targets[name] for r in world.results]
+    moves = [later - earlier for earlier, later in itertools.pairwise(targets) if later != earlier]
+    return sum(1 for x, y in itertools.pairwise(moves) if (x > 0) != (y > 0))
+
+
+def assert_within_slo(world: World, rate: float) -> None:
+    for name, share in world.weights.items():
+        if share > 0.05:
+            tpot = world.truth[name].at(rate * share / world.ready[name])[2]
+            assert tpot <= SLO.tpot_p95_ms / 1000, (name, share, world.ready[name])
+
+
+@pytest.mark.parametrize("rate", [3.0, 9.0, 14.0])
+def test_no_flapping_under_steady_load(rate: float) -> None:
+    """Steady demand that needs a few instances: the target turns around at most once (up, then down to size)."""
+    world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8)}, steady(rate))
+    world.run(60)
+    assert turns(world, "a") <= 1
+    assert world.state.memory["a"].direction_changes <= 1
+    assert_within_slo(world, rate)
+
+
+@pytest.mark.xfail(strict=True, reason="known: two pools of similar cost per token trade traffic and instances")
+def test_no_flapping_between_two_pools_under_steady_load() -> None:
+    """a is 27% cheaper per request than b. At 9 req/s the routing, all-or-nothing between pools whose estimated
+    cost per request is close, moves most of the traffic back and forth (13 jumps of > 25% in 60 ticks), and
+    the targets follow (a: up, down, up): a window's p95 still holds the latency from before a load change
+    while its concurrency is the window's mean, so a pool that just lost load looks slower than it is."""
+    specs = {"a": spec("a", 1.0, low=1, high=6), "b": spec("b", 1.2, low=0, high=6)}
+    world = World({"a": Truth(), "b": Truth(tpot_s=0.025)}, specs, steady(9.0))
+    world.run(60)
+    jumps = sum(1 for x, y in itertools.pairwise(world.weight("a")) if abs(y - x) > 0.25)
+    assert jumps <= 2
+    assert all(turns(world, name) <= 1 for name in specs)
+
+
+def test_the_tick_is_pure() -> None:
+    world = World({"a": Truth(), "b": Truth()}, {"a": spec("a", 1.0, high=3), "b": spec("b", 2.0, high=3)},
+                  steady(3.0))  # fmt: skip
+    world.run(6)
+    status = {name: PoolStatus(ready=world.ready[name], target=world.target[name]) for name in world.specs}
+    signals = world.collector.snapshot(world.now + INTERVAL, status)
+    before = pickle.dumps((signals, world.state, world.setup))
+    first = tick(world.now + INTERVAL, signals, world.state, world.setup)
+    assert pickle.dumps((signals, world.state, world.setup)) == before  # nothing it was given has changed
+    second = tick(world.now + INTERVAL, signals, world.state, world.setup)
+    assert pickle.dumps(first) == pickle.dumps(second)
+    assert first.state is not world.state and first.state.plan == first.plan
+
+
+def test_a_models_first_demand_in_a_class_another_model_uses_moves_within_the_step_limit() -> None:
+    """Class weights are keyed by size class across models: when only the other model's pools are under it,
+    this model's split starts from its pool weights, not from nothing."""
+    models = {name: ModelConfig(name=name, slo=SLO) for name in ("m", "n")}
+    pools = {
+        name: PoolSpec(name, model, price, 1, 1, 60.0, generic_prior(SLO, 64))
+        for name, model, price in (("m-cheap", "m", 1.0), ("m-dear", "m", 2.0), ("n-a", "n", 1.0), ("n-b", "n", 1.0))
+    }
+    setup = Setup(OptimizerConfig(), models, pools)
+    size = setup.size_classes.names[0]
+    previous = Plan(
+        at=0.0,
+        weights={"m-cheap": 0.5, "m-dear": 0.5, "n-a": 0.5, "n-b": 0.5},
+        class_weights={size: {"n-a": 0.5, "n-b": 0.5}},
+        targets=dict.fromkeys(pools, 1),
+        cost_per_hour=5.0,
+        output_tokens_per_s=0.0,
+    )
+    state = replace(initial_state(setup), plan=previous)
+    signals = Signals(
+        now=15.0,
+        window_s=120.0,
+        demand={(model, size): Demand(model, size, 0.5, IN, OUT) for model in models},
+        pools={},
+        status={name: PoolStatus(ready=1, target=1) for name in pools},
+    )
+    plan = tick(15.0, signals, state, setup).plan
+    # The proposal sends m's traffic to its cheaper pool; growth is limited to one step from 50%.
+    assert plan.class_weights[size]["m-cheap"] == pytest.approx(0.5 + setup.policy.guard.weight_step)
+    assert plan.weights["m-cheap"] == pytest.approx(0.8)
