@@ -98,7 +98,8 @@ def _changed(memory: PoolMemory, now: float, direction: int, *, up: bool = False
     return PoolMemory(
         last_up=now if up else memory.last_up,
         last_change=now,
-        surplus_since=None,
+        # A surplus removed one step at a time stays a surplus: the next step waits for the cooldown only.
+        surplus_since=memory.surplus_since if direction < 0 else None,
         last_direction=direction,
         direction_changes=memory.direction_changes + int(flipped),
     )

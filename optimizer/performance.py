@@ -322,7 +322,7 @@ def roofline_prior(
     # which the decode steps wait for (chunked prefill shares each step).
     g = a * prefill_s_per_kilotoken
     # Under load a new prompt waits for a share of the running batch's steps.
-    mean = (a * 1.1, b * 1.1, g, a + prefill_s_per_kilotoken, a * 0.5, prefill_s_per_kilotoken)
+    mean = (a * 1.1, b * 1.1, g, a, a * 0.5, prefill_s_per_kilotoken)  # TTFT: one step plus the prompt's prefill
     sd = [max(abs(value), floor) for value, floor in zip(mean, _SD_FLOOR, strict=True)]
     return LatencyPrior(
         mean=mean,

@@ -92,6 +92,8 @@ class Signals:
     demand: dict[tuple[str, str], Demand]
     pools: dict[str, PoolWindow]
     status: dict[str, PoolStatus]
+    recent_pools: dict[str, PoolWindow] = field(default_factory=dict)
+    """The same over the window's last quarter: latency as it is now, not as it was a window ago."""
 
 
 class SignalCollector:
@@ -138,6 +140,7 @@ class SignalCollector:
             window_s=span,
             demand=self._demand(window, now, span),
             pools=self._pools(window, max(since, started)),
+            recent_pools=self._pools([r for r in window if r.end >= now - span / 4], max(now - span / 4, started)),
             status=dict(status),
         )
 

@@ -20,7 +20,7 @@ traffic over the fleet as it is, while it moves toward the plan.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 __all__ = ["Allocation", "DemandClass", "PoolOffer", "solve_fleet", "solve_routing"]
 
+STICKINESS = 0.2
+"""Discount on the serving cost of a class's incumbent pools in `solve_routing` (hysteresis)."""
 _TIE_BREAK = 1e-3
 """Weight of the serving-cost tie-break against the cost of instances."""
 _SERVED_SLACK = 1e-6
@@ -104,10 +106,15 @@ def solve_routing(
     instances: Mapping[str, int],
     *,
     utilization: float = 1.0,
+    incumbents: Mapping[tuple[str, str], Collection[str]] | None = None,
 ) -> Allocation:
-    """Traffic shares over the instances there are now (no budget: those are paid for already)."""
+    """Traffic shares over the instances there are now (no budget: those are paid for already).
+
+    `incumbents`: per (model, size class), the pools carrying it now. Traffic leaves them only for a
+    pool at least `STICKINESS` cheaper per request, so near-equal pools do not trade it back and forth.
+    """
     bounds = {p.name: (instances.get(p.name, 0), instances.get(p.name, 0)) for p in pools}
-    return _solve(demand, pools, bounds, None, utilization)
+    return _solve(demand, pools, bounds, None, utilization, incumbents or {})
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,7 @@ def _solve(
     instance_bounds: Mapping[str, tuple[int, int]],
     budget_per_hour: float | None,
     utilization: float,
+    incumbents: Mapping[tuple[str, str], Collection[str]] | None = None,
 ) -> Allocation:
     demand = [d for d in demand if d.rate > 0]
     routes = [
@@ -175,7 +183,8 @@ def _solve(
         cost[p] = pool.price_per_hour
     for route, (k, p) in enumerate(routes):
         d, pool = demand[k], pools[p]
-        cost[layout.x(route)] = _TIE_BREAK * d.rate / pool.capacity[d.size_class] * pool.price_per_hour
+        sticky = 1 - STICKINESS if incumbents and pool.name in incumbents.get(d.key, ()) else 1.0
+        cost[layout.x(route)] = _TIE_BREAK * d.rate / pool.capacity[d.size_class] * pool.price_per_hour * sticky
     keep_served = LinearConstraint(tokens, lb=best * (1 - _SERVED_SLACK) - 1e-9, ub=np.inf)
     second = milp(cost, integrality=integrality, bounds=Bounds(lower, upper), constraints=[*constraints, keep_served])
     solution = second.x if second.x is not None else first.x

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from optimizer.config import ModelConfig
 from optimizer.guard import PoolMemory, break_even_s, guard_shares, guard_target
 from optimizer.performance import Estimate, LatencyPrior, capacity, observations, tpot_features, ttft_features
-from optimizer.policy import OptimizerConfig
+from optimizer.policy import LearningConfig, OptimizerConfig
 from optimizer.signals import PoolStatus, PoolWindow, Signals
 from optimizer.sizes import SizeClasses
 from optimizer.solver import Allocation, DemandClass, PoolOffer, solve_fleet, solve_routing
@@ -38,6 +38,8 @@ __all__ = [
     "tick",
 ]
 
+_SHRINK_BAND = 0.85
+"""A fleet shrinks only to what would carry the demand at this share of the planned utilization."""
 _REPORTED_CHANGE = 0.005
 """Weight changes smaller than this are applied but not listed as changes."""
 
@@ -190,7 +192,8 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     current = {name: status[name].target for name in setup.pools}
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
     targets, memory, target_reasons = _guard_targets(now, state, setup, demand, offers, proposal, current, ready)
-    routing = solve_routing(demand, offers, ready, utilization=policy.utilization)
+    routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
+                            incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
     proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
     previous = state.plan
     split = _guard_split(setup, proposed_split, previous, set(blocked))
@@ -254,38 +257,41 @@ def _learn(
     concurrency: dict[str, float] = {}
     for name, spec in setup.pools.items():
         previous = estimates.get(name) or Estimate.from_prior(spec.prior)
-        # Successive windows overlap: only the share of the window that is new since the last
-        # update is new evidence, or the same requests would count window_s / interval_s times.
-        fresh = 1.0 if previous.updated_at is None else min(1.0, (now - previous.updated_at) / signals.window_s)
         estimate = previous.decayed(now, learning)
-        window = signals.pools.get(name)
+        # Latency is read from the window's last quarter when it has enough requests (a whole
+        # window's p95 still holds a load that has passed), else from the whole window.
+        span = signals.window_s / 4
+        window = signals.recent_pools.get(name)
+        if window is None or window.requests - window.failures < learning.min_requests:
+            span, window = signals.window_s, signals.pools.get(name)
         if window is None:
             estimates[name] = estimate
             continue
+        # Successive windows overlap: only the share that is new since the last update is new
+        # evidence, or the same requests would count several times.
+        fresh = 1.0 if previous.updated_at is None else min(1.0, (now - previous.updated_at) / span)
         slo = setup.models[spec.model].slo
-        load, found = observations(window, status[name], signals.window_s, learning, slo)
+        load, found = observations(window, status[name], span, learning, slo)
         concurrency[name] = load
         if found:
             found = [replace(observation, weight=observation.weight * fresh) for observation in found]
             estimate = estimate.observe(now, found, window.requests - window.failures, learning)
-            estimate = _learn_duration(
-                estimate, window, load, signals.window_s, status[name].ready, learning.prior_strength
-            )
+            estimate = _learn_duration(estimate, window, load, span, status[name].ready, learning)
         estimates[name] = estimate
     return estimates, concurrency
 
 
 def _learn_duration(
-    estimate: Estimate, window: PoolWindow, load: float, window_s: float, instances: int, strength: float
+    estimate: Estimate, window: PoolWindow, load: float, window_s: float, instances: int, learning: LearningConfig
 ) -> Estimate:
     """Mean request duration against the duration the p95 model predicts at the observed load."""
     prompt_tokens = sum(group.input_tokens * group.requests for group in window.classes.values())
     prefill = prompt_tokens / window_s / max(1, instances) / 1000
     for group in window.classes.values():
-        if group.requests < 5 or group.duration_mean_s <= 0:
+        if group.requests < learning.min_requests or group.duration_mean_s <= 0:
             continue
-        ttft, _ = estimate.predict(ttft_features(load, group.input_tokens / 1000), strength)
-        tpot, _ = estimate.predict(tpot_features(load, prefill), strength)
+        ttft, _ = estimate.predict(ttft_features(load, group.input_tokens / 1000), learning.prior_strength)
+        tpot, _ = estimate.predict(tpot_features(load, prefill), learning.prior_strength)
         predicted = ttft + max(0.0, group.output_tokens - 1) * tpot
         if predicted > 0:
             estimate = estimate.learn_duration_ratio(group.duration_mean_s / predicted)
@@ -334,6 +340,14 @@ def _guard_targets(
     as_is = solve_routing(demand, offers, current, utilization=setup.policy.utilization)
     needed = as_is.status == "capacity"
     current_cost = sum(setup.pools[name].price_per_hour * count for name, count in current.items())
+    # An economy move is judged against the best fleet the running pools alone could shrink to, not
+    # against a surplus that is about to be removed anyway.
+    running_only = [replace(o, max_instances=max(o.min_instances, min(o.max_instances, current[o.name])))
+                    for o in offers]  # fmt: skip
+    shrunk = solve_fleet(demand, running_only, budget_per_hour=setup.policy.budget_per_hour,
+                         utilization=setup.policy.utilization)  # fmt: skip
+    if shrunk.status == "optimal":
+        current_cost = min(current_cost, shrunk.cost_per_hour)
     cold_starts = sum(
         max(0, proposal.instances[name] - current[name])
         * (spec.cold_start_s / 3600 * spec.price_per_hour + guard.cold_start_risk_usd)
@@ -341,14 +355,22 @@ def _guard_targets(
     )
     saving = current_cost - proposal.cost_per_hour
     economical = saving >= guard.min_saving * current_cost and saving * guard.payback_s / 3600 >= cold_starts
+    # Hysteresis band: grow when the load passes `utilization`, shrink only to a fleet that would carry
+    # it at `_SHRINK_BAND` of that, so a demand near a boundary does not add and remove an instance in turn.
+    tight = solve_fleet(demand, offers, budget_per_hour=setup.policy.budget_per_hour,
+                        utilization=setup.policy.utilization * _SHRINK_BAND)  # fmt: skip
+    floor = tight.instances if tight.status == "optimal" else dict(current)
     targets: dict[str, int] = {}
     memory: dict[str, PoolMemory] = {}
     reasons: dict[str, str] = {}
     for name, spec in setup.pools.items():
         cold_start = break_even_s(spec.cold_start_s, spec.price_per_hour, guard.cold_start_risk_usd)
         hold = max(guard.scale_down_delay_s, cold_start)
+        proposed = proposal.instances[name]
+        if proposed < current[name]:
+            proposed = min(current[name], max(proposed, floor.get(name, proposed)))
         step = guard_target(
-            now, current[name], proposal.instances[name], state.memory.get(name, PoolMemory()), guard,
+            now, current[name], proposed, state.memory.get(name, PoolMemory()), guard,
             needed=needed, economical=economical, hold_s=hold,
         )  # fmt: skip
         targets[name], memory[name], reasons[name] = step.target, step.memory, step.reason
@@ -364,6 +386,18 @@ def _guard_targets(
 def _served(demand: list[DemandClass], offers: list[PoolOffer], instances: Mapping[str, int]) -> float:
     """Output tokens per second these ready instances serve within the SLO (at full capacity)."""
     return solve_routing(demand, offers, instances, utilization=1.0).output_tokens_per_s
+
+
+def _incumbents(setup: Setup, plan: Plan | None, demand: list[DemandClass]) -> dict[tuple[str, str], set[str]]:
+    """The pools carrying a real share (more than exploration) of each class under the plan in force."""
+    if plan is None:
+        return {}
+    floor = 2 * setup.policy.exploration
+    found: dict[tuple[str, str], set[str]] = {}
+    for d in demand:
+        shares = plan.class_weights.get(d.size_class) or plan.weights
+        found[d.key] = {name for name, share in shares.items() if share > floor and setup.pools[name].model == d.model}
+    return found
 
 
 def _split(

@@ -196,11 +196,10 @@ def test_a_pool_that_slows_down_loses_traffic_and_regains_it_when_it_recovers() 
     assert back[-20:] == sorted(back[-20:])  # settled, not cycling
 
 
-@pytest.mark.xfail(strict=True, reason="known: at the default 3% exploration a recovered pool's share cycles")
 def test_at_the_default_exploration_a_recovered_pool_settles_back() -> None:
-    """At 3% (0.06 req/s here) the recovered pool runs near zero load, which says nothing of the slope it
-    learned while slow; the routing sends all it can to whichever pool the estimates make a hair cheaper per
-    request, so the share swings 0.03 -> 0.6-0.97 -> 0.03 every few minutes instead of settling."""
+    """At 3% (0.06 req/s here) the recovered pool runs near zero load, which says little of the slope it
+    learned while slow. Latency read from the window's last quarter and the routing's preference for the
+    pools that carry a class now (`solver.STICKINESS`) let it settle instead of swinging 0.03 <-> 0.97."""
     world = slow_world(OptimizerConfig())
     world.truth["cheap"] = slowed(Truth())
     assert world.run(30)[-1].plan.weights["cheap"] < 0.1
@@ -291,11 +290,14 @@ def assert_within_slo(world: World, rate: float) -> None:
 
 @pytest.mark.parametrize("rate", [3.0, 9.0, 14.0])
 def test_no_flapping_under_steady_load(rate: float) -> None:
-    """Steady demand that needs a few instances: the target turns around at most once (up, then down to size)."""
+    """Steady demand that needs a few instances, starting from one overloaded instance: up for the overload,
+    down to size, and at most one correction as the estimate at the new load firms up; then it stays."""
     world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8)}, steady(rate))
     world.run(60)
-    assert turns(world, "a") <= 1
-    assert world.state.memory["a"].direction_changes <= 1
+    assert turns(world, "a") <= 2
+    assert world.state.memory["a"].direction_changes <= 2
+    settled = [r.plan.targets["a"] for r in world.results[-10:]]
+    assert len(set(settled)) == 1, settled
     assert_within_slo(world, rate)
 
 
