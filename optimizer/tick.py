@@ -126,6 +126,11 @@ class PoolReport:
     """Size class -> requests per second per instance within the SLO, as planned."""
     scaling: str = ""
     """What the guard did with the solver's proposal for this pool, and why (empty: nothing to do)."""
+    in_flight: int = 0
+    engine_running: float | None = None
+    """Requests the pool's engines report running and waiting now (their own /metrics), for comparison
+    with the window's mean concurrency; None where not scraped."""
+    engine_waiting: float | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,9 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
                     targets[spec.name], weights.get(spec.name, 0.0), concurrency.get(spec.name),
                     capacities[spec.name], policy.learning.prior_strength),
             scaling=target_reasons[spec.name],
+            in_flight=status[spec.name].in_flight,
+            engine_running=status[spec.name].engine_running,
+            engine_waiting=status[spec.name].engine_waiting,
         )
         for spec in setup.pools.values()
     ]  # fmt: skip
