@@ -252,7 +252,9 @@ def _planned_demand(signals: Signals, setup: Setup, status: Mapping[str, PoolSta
             continue
         share = d.rate / totals[d.model] if totals[d.model] > 0 else 1.0
         extra = in_flight[d.model] * share
-        rate = max(d.rate + extra / span, d.recent_rate + extra / (span / 4))
+        rate = d.rate + extra / span
+        if span >= setup.policy.window_s:  # before the window fills, its last quarter is a few noisy seconds
+            rate = max(rate, d.recent_rate + extra / (span / 4))
         planned.append(DemandClass(d.model, d.size_class, rate, d.input_tokens, d.output_tokens))
     return planned
 
