@@ -40,6 +40,10 @@ __all__ = [
 
 _SHRINK_BAND = 0.85
 """A fleet shrinks only to what would carry the demand at this share of the planned utilization."""
+_CUT = 0.7
+_RECOVER = 1.02
+_FLOOR = 0.05
+"""Bounds of the SLO-driven capacity correction (per tick)."""
 _REPORTED_CHANGE = 0.005
 """Weight changes smaller than this are applied but not listed as changes."""
 
@@ -153,6 +157,8 @@ class State:
     estimates: dict[str, Estimate]
     memory: dict[str, PoolMemory]
     plan: Plan | None = None
+    corrections: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(pool, size class) -> factor on the model's capacity, learned from the SLO itself (see `_correct`)."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,11 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         name: why for name, spec in setup.pools.items() if (why := _blocked(spec, signals, status[name], policy))
     }
     demand = _planned_demand(signals, setup, status)
+    corrections = _correct(state.corrections, setup, signals, status)
     capacities = _capacities(setup, estimates, demand)
+    for (name, size_class), factor in corrections.items():
+        if size_class in capacities.get(name, {}):
+            capacities[name][size_class] *= factor
     offers = [
         PoolOffer(
             name=spec.name,
@@ -232,7 +242,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         proposed_cost_per_hour=proposal.cost_per_hour,
         current_cost_per_hour=current_cost,
     )
-    return TickResult(plan, State(estimates, memory, plan), decision)
+    return TickResult(plan, State(estimates, memory, plan, corrections), decision)
 
 
 def _planned_demand(signals: Signals, setup: Setup, status: Mapping[str, PoolStatus]) -> list[DemandClass]:
@@ -319,6 +329,29 @@ def _blocked(spec: PoolSpec, signals: Signals, status: PoolStatus, policy: Optim
     if window is not None and failing and window.error_rate >= policy.unhealthy_error_rate:
         return f"failing: {window.error_rate:.0%} of its requests in the window failed"
     return None
+
+
+def _correct(
+    corrections: Mapping[tuple[str, str], float], setup: Setup, signals: Signals, status: Mapping[str, PoolStatus]
+) -> dict[tuple[str, str], float]:
+    """A safety loop on top of the model: a pool whose latest quarter-window breaks the SLO in a class
+    gets that class's capacity cut by `_CUT`; every tick within it gives a little back (`_RECOVER`).
+    Multiplicative decrease, slow increase: the model's error for a class (a KV cache too small for
+    long prompts queues in ways a line cannot fit) is corrected by the outcome it is meant to keep."""
+    result = {key: min(1.0, factor * _RECOVER) for key, factor in corrections.items()}
+    min_requests = setup.policy.learning.min_requests
+    for name, spec in setup.pools.items():
+        window = signals.recent_pools.get(name)
+        if window is None or not status[name].ready:
+            continue
+        slo = setup.models[spec.model].slo
+        slow_decode = window.tpot_p95_s is not None and window.tpot_p95_s > slo.tpot_p95_ms / 1000
+        for size_class, group in window.classes.items():
+            if group.requests < min_requests:
+                continue
+            if slow_decode or (group.ttft_p95_s is not None and group.ttft_p95_s > slo.ttft_p95_ms / 1000):
+                result[name, size_class] = max(_FLOOR, corrections.get((name, size_class), 1.0) * _CUT)
+    return {key: factor for key, factor in result.items() if factor < 1.0}
 
 
 def _capacities(

@@ -359,3 +359,17 @@ def test_a_models_first_demand_in_a_class_another_model_uses_moves_within_the_st
     # The proposal sends m's traffic to its cheaper pool; growth is limited to one step from 50%.
     assert plan.class_weights[size]["m-cheap"] == pytest.approx(0.5 + setup.policy.guard.weight_step)
     assert plan.weights["m-cheap"] == pytest.approx(0.8)
+
+
+def test_a_pool_over_its_slo_has_its_capacity_corrected_and_given_back_when_it_keeps_it() -> None:
+    """The SLO-driven correction: cut when the pool's latest quarter-window breaks the SLO, recovered slowly."""
+    world = slow_world(OptimizerConfig())
+    assert not world.state.corrections
+    world.truth["cheap"] = slowed(Truth())
+    world.run(6)
+    cut = {key: factor for key, factor in world.state.corrections.items() if key[0] == "cheap"}
+    assert cut and all(factor < 1.0 for factor in cut.values()), world.state.corrections
+    world.truth["cheap"] = Truth()
+    world.run(80)
+    later = {key: factor for key, factor in world.state.corrections.items() if key[0] == "cheap"}
+    assert all(later.get(key, 1.0) > factor for key, factor in cut.items()), (cut, later)
