@@ -16,8 +16,7 @@ from typing import Protocol
 
 from observability.records import RequestRecord
 from optimizer.performance import Estimate
-from optimizer.signals import PoolStatus, SignalCollector
-from optimizer.sizes import SizeClasses
+from optimizer.signals import PoolStatus
 from optimizer.tick import Decision, Plan, Setup, State, initial_state, tick
 
 __all__ = ["OptimizerLoop", "Scaler", "WeightSink"]
@@ -50,7 +49,7 @@ class OptimizerLoop:
         self.sink = sink
         self.scaler = scaler
         self.clock = clock
-        self.collector = _collector(setup)
+        self.collector = setup.collector()
         self.state: State = initial_state(setup)
         self.plan: Plan | None = None
         self.decisions: collections.deque[Decision] = collections.deque(maxlen=setup.policy.decisions_kept)
@@ -98,7 +97,7 @@ class OptimizerLoop:
         self.state = State(estimates, {n: m for n, m in self.state.memory.items() if n in setup.pools}, self.state.plan)
         if (old.policy.window_s, old.policy.size_classes) != (setup.policy.window_s, setup.policy.size_classes):
             records = list(self.collector.records)
-            self.collector = _collector(setup)
+            self.collector = setup.collector()
             self.collector.extend(records)
         if old.policy.decisions_kept != setup.policy.decisions_kept:
             self.decisions = collections.deque(self.decisions, maxlen=setup.policy.decisions_kept)
@@ -112,7 +111,3 @@ class OptimizerLoop:
         self.ticks[decision.outcome] += 1
         self.changes.update((change.pool, change.what) for change in decision.changes)
         return decision
-
-
-def _collector(setup: Setup) -> SignalCollector:
-    return SignalCollector(setup.policy.window_s, SizeClasses(setup.policy.size_classes), list(setup.models.values()))

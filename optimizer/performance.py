@@ -250,8 +250,7 @@ def observations(
     ok_requests = window.requests - window.failures
     if ok_requests < learning.min_requests:
         return concurrency, found
-    prompt_tokens = sum(group.input_tokens * group.requests for group in window.classes.values())
-    prefill = prompt_tokens / window_s / instances / 1000
+    prefill = window.prompt_tokens / window_s / instances / 1000
     tpot_cap, ttft_cap = _OUTLIER_FACTOR * slo.tpot_p95_ms / 1000, _OUTLIER_FACTOR * slo.ttft_p95_ms / 1000
     if window.tpot_p95_s is not None:
         value = min(window.tpot_p95_s, tpot_cap)

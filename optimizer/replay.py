@@ -10,7 +10,6 @@ from collections.abc import Iterable
 
 from observability.records import RequestRecord
 from optimizer.signals import PoolStatus, SignalCollector
-from optimizer.sizes import SizeClasses
 from optimizer.tick import Setup, State, TickResult, initial_state, tick
 
 __all__ = ["replay"]
@@ -22,8 +21,7 @@ def replay(records: Iterable[RequestRecord], setup: Setup, interval_s: float | N
     if not ordered:
         return []
     interval = interval_s or setup.policy.interval_s
-    classes = SizeClasses(setup.policy.size_classes)
-    collector = SignalCollector(setup.policy.window_s, classes, list(setup.models.values()))
+    collector = setup.collector()
     state = initial_state(setup)
     results: list[TickResult] = []
     now = min(record.start for record in ordered) + interval

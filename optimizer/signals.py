@@ -66,6 +66,11 @@ class PoolWindow:
     classes: dict[str, ClassWindow] = field(default_factory=dict)
 
     @property
+    def prompt_tokens(self) -> float:
+        """Prompt tokens of the window's successful requests."""
+        return sum(group.input_tokens * group.requests for group in self.classes.values())
+
+    @property
     def error_rate(self) -> float:
         return self.failures / self.requests if self.requests else 0.0
 

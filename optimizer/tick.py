@@ -14,6 +14,7 @@ all call the same function.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -21,7 +22,7 @@ from optimizer.config import ModelConfig
 from optimizer.guard import PoolMemory, break_even_s, guard_shares, guard_target
 from optimizer.performance import Estimate, LatencyPrior, capacity, observations, tpot_features, ttft_features
 from optimizer.policy import LearningConfig, OptimizerConfig
-from optimizer.signals import PoolStatus, PoolWindow, Signals
+from optimizer.signals import PoolStatus, PoolWindow, SignalCollector, Signals
 from optimizer.sizes import SizeClasses
 from optimizer.solver import Allocation, DemandClass, PoolOffer, solve_fleet, solve_routing
 
@@ -71,9 +72,14 @@ class Setup:
     models: Mapping[str, ModelConfig]
     pools: Mapping[str, PoolSpec]
 
-    @property
+    @functools.cached_property
     def size_classes(self) -> SizeClasses:
+        """Built once per setup: the gateway classifies every request with it."""
         return SizeClasses(self.policy.size_classes)
+
+    def collector(self) -> SignalCollector:
+        """An empty window of this setup's span, size classes and models."""
+        return SignalCollector(self.policy.window_s, self.size_classes, list(self.models.values()))
 
 
 @dataclass(frozen=True)
@@ -305,8 +311,7 @@ def _learn_duration(
     estimate: Estimate, window: PoolWindow, load: float, window_s: float, instances: int, learning: LearningConfig
 ) -> Estimate:
     """Mean request duration against the duration the p95 model predicts at the observed load."""
-    prompt_tokens = sum(group.input_tokens * group.requests for group in window.classes.values())
-    prefill = prompt_tokens / window_s / max(1, instances) / 1000
+    prefill = window.prompt_tokens / window_s / max(1, instances) / 1000
     for group in window.classes.values():
         if group.requests < learning.min_requests or group.duration_mean_s <= 0:
             continue

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from observability.records import RequestRecord
 from optimizer.performance import roofline_prior
 from optimizer.policy import PoolPolicy
-from optimizer.signals import PoolStatus, SignalCollector
+from optimizer.signals import PoolStatus
 from optimizer.simulate.policies import Decision, Policy, PoolView
 from optimizer.simulate.world import World
 from optimizer.tick import Decision as TickDecision
@@ -43,7 +43,7 @@ class Thrifty(Policy, name="thrifty"):
             for name, pool in world.pools.items()
         }
         self.setup = Setup(policy=policy, models={world.model.name: world.model}, pools=pools)
-        self.collector = SignalCollector(policy.window_s, world.size_classes, [world.model])
+        self.collector = self.setup.collector()
         self.state = initial_state(self.setup)
         self.decisions: list[TickDecision] = []
 

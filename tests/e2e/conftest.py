@@ -88,29 +88,36 @@ def e2e_config(tmp: Path) -> Path:
 @pytest.fixture(scope="session")
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("e2e")
-    config_path = e2e_config(tmp)
-    listen = yaml.safe_load(config_path.read_text())["gateway"]["listen"]
-    log_path = tmp / "gateway.log"
     with OTLPReceiver() as receiver:
         env = {
-            "VLLM_CPU_KVCACHE_SPACE": "1",
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
             "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within 0.2 s instead of 5 s
         }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=os.environ | env,
-            )
-        running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances", receiver)
-        try:
-            wait_ready(running)
+        with launch_gateway(e2e_config(tmp), tmp, receiver, env) as running:
             yield running
-        finally:
-            if not running.killed:
-                stop_gateway(running)
+
+
+@contextlib.contextmanager
+def launch_gateway(
+    config_path: Path, tmp: Path, receiver: OTLPReceiver, env: dict[str, str] | None = None
+) -> Iterator[RunningGateway]:
+    """`thrifty serve --config` as a child process, ready (every instance up) until the block ends."""
+    listen = yaml.safe_load(config_path.read_text())["gateway"]["listen"]
+    log_path = tmp / "gateway.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"} | (env or {}),
+        )
+    running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances", receiver)
+    try:
+        wait_ready(running)
+        yield running
+    finally:
+        if not running.killed:
+            stop_gateway(running)
 
 
 @dataclass

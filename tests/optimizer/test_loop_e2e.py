@@ -10,10 +10,7 @@ exploration share brings fresh evidence, and the traffic moves back.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +25,7 @@ import yaml
 
 from gateway.config import default_config_text
 from observability.dashboards import dashboard_metric_names
-from tests.e2e.conftest import RunningGateway, stop_gateway, wait_ready
+from tests.e2e.conftest import RunningGateway, launch_gateway
 from tests.support import OTLPReceiver, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(1500)
@@ -59,22 +56,8 @@ def _config(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("optimizer-e2e")
-    path = _config(tmp)
-    listen = yaml.safe_load(path.read_text())["gateway"]["listen"]
-    log_path = tmp / "gateway.log"
-    with OTLPReceiver() as receiver, log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"},
-        )
-        running = RunningGateway(f"http://{listen}", process, log_path, tmp / "instances", receiver)
-        try:
-            wait_ready(running)
-            yield running
-        finally:
-            stop_gateway(running)
+    with OTLPReceiver() as receiver, launch_gateway(_config(tmp), tmp, receiver) as running:
+        yield running
 
 
 class Load:
