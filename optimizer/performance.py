@@ -1,12 +1,18 @@
 """The performance model: how much load one instance of a pool takes, per size class, within the SLO.
 
 Continuous batching makes latency grow with the batch, and chunked prefill makes every decode
-step wait for the prompts being read. Per pool, with B the requests in flight per instance, P
-the prompt tokens it reads per second (thousands) and `in_k` a request's prompt (thousands of
-tokens), the model is linear:
+step wait for the prompts being read. A decode step reads the weights once and the KV cache of
+every sequence in the batch, so what slows it is the context in flight, not the count of
+sequences: forty 5k-token documents cost a step what four hundred chats do. Per pool, with K the
+context in flight per instance (thousands of tokens: each request's prompt plus half its answer,
+weighted by its time in flight), P the prompt tokens it reads per second (thousands) and `in_k`
+a request's prompt (thousands of tokens), the model is linear:
 
-    TPOT p95 = a + b * B + g * P
-    TTFT p95 = c + d * B + e * in_k
+    TPOT p95 = a + b * K + g * P
+    TTFT p95 = c + d * K + e * in_k
+
+Counting sequences instead of context made a mixed workload's long documents look like a cost
+of every sequence, and capped short chat at a third of what a pool really serves.
 
 with the six coefficients learned by Bayesian linear regression: a prior (from a profile, or
 the accelerator's roofline, or a generic guess, each with its own uncertainty), plus every
@@ -15,10 +21,10 @@ pool whose speed changes is re-learned. The posterior's spread is the confidence
 planned on the mean plus one standard deviation of latency, so a pool known from few requests
 is planned cautiously and one known well is planned close to its limit.
 
-The capacity of a class is the highest request rate per instance at which, with B from Little's
-law, the predicted TTFT and TPOT stay within the SLO, the batch fits the engine (its sequence
-limit, and the KV cache for prompts and answers of that size), and prefill uses at most
-`_PREFILL_UTILIZATION` of the compute the roofline allows.
+The capacity of a class is the highest request rate per instance at which, with the batch from
+Little's law and K = batch x the class's context, the predicted TTFT and TPOT stay within the
+SLO, the batch fits the engine (its sequence limit, and the KV cache for prompts and answers of
+that size), and prefill uses at most `_PREFILL_UTILIZATION` of the compute the roofline allows.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ __all__ = [
     "Capacity",
     "Estimate",
     "LatencyPrior",
+    "Load",
     "Observation",
     "capacity",
+    "context_ktok",
     "generic_prior",
     "observations",
     "profile_prior",
@@ -49,10 +57,11 @@ __all__ = [
     "tpot_features",
     "ttft_features",
     "variant_precision",
+    "window_load",
 ]
 
-COEFFICIENTS = ("tpot_s", "tpot_s_per_seq", "tpot_s_per_prefill_ktok_s", "ttft_s", "ttft_s_per_seq",
-                "ttft_s_per_kilotoken")  # fmt: skip
+COEFFICIENTS = ("tpot_s", "tpot_s_per_context_ktok", "tpot_s_per_prefill_ktok_s", "ttft_s",
+                "ttft_s_per_context_ktok", "ttft_s_per_kilotoken")  # fmt: skip
 _SIZE = len(COEFFICIENTS)
 _SD_FLOOR = np.array([0.002, 0.0002, 0.0005, 0.02, 0.002, 0.01])
 """Least prior standard deviation per coefficient (seconds): no prior is certain to the microsecond."""
@@ -67,6 +76,8 @@ _EFFICIENCY = {"bandwidth": 0.7, "compute": 0.5}
 """Share of the catalog peaks a serving engine reaches, for the roofline prior (its uncertainty covers the rest)."""
 _PREFILL_UTILIZATION = 0.7
 """Most of an instance's prefill compute planned for prompts: past it, prompts queue and TTFT explodes."""
+_TYPICAL_CONTEXT_KTOK = 1.0
+"""Context per sequence (thousands of tokens) where a number is needed without a workload."""
 _OUTLIER_FACTOR = 3.0
 """Window p95s are capped at this multiple of the SLO: past it the engine is queueing, which no line fits."""
 
@@ -167,8 +178,8 @@ class Estimate:
         return float(features @ mean), math.sqrt(max(0.0, float(features @ covariance @ features)))
 
     def confidence(self, strength: float = 1.0) -> float:
-        """How far the data has narrowed TPOT at a typical batch: 0 (prior only) to 1."""
-        x = tpot_features(max(1.0, self.prior.max_concurrency / 4), 0.0)
+        """How far the data has narrowed TPOT at a typical batch (a quarter of the limit, 1k tokens each): 0 to 1."""
+        x = tpot_features(max(1.0, self.prior.max_concurrency / 4) * _TYPICAL_CONTEXT_KTOK, 0.0)
         prior_only = Estimate.from_prior(self.prior)
         _, spread = self.predict(x, strength)
         _, prior_spread = prior_only.predict(x, strength)
@@ -183,6 +194,7 @@ def capacity(
     a, b, g, c, d, e = (float(v) for v in mean)
     tpot_limit, ttft_limit = slo.tpot_p95_ms / 1000, slo.ttft_p95_ms / 1000
     in_k, decode = input_tokens / 1000, max(0.0, output_tokens - 1)
+    context_k = context_ktok(input_tokens, output_tokens)
     ratio = estimate.duration_ratio if estimate.duration_ratio is not None else estimate.prior.duration_ratio
     prior = estimate.prior
     batch_limit = prior.max_concurrency
@@ -195,7 +207,7 @@ def capacity(
     def load(rate: float) -> tuple[float, float] | None:
         """Requests in flight (Little's law, on the mean model) and prompt kilotokens per second at `rate`."""
         prefill = rate * in_k
-        settled = 1 - rate * ratio * (d + decode * b)
+        settled = 1 - rate * ratio * (d + decode * b) * context_k
         if settled <= 0:
             return None  # every request added slows the others enough to add another: no steady state
         return rate * ratio * (c + e * in_k + decode * (a + g * prefill)) / settled, prefill
@@ -205,7 +217,8 @@ def capacity(
         if found is None:
             return "tpot", math.inf, math.inf, math.inf
         batch, prefill = found
-        ttft, tpot = cautious(ttft_features(batch, in_k)), cautious(tpot_features(batch, prefill))
+        context = batch * context_k
+        ttft, tpot = cautious(ttft_features(context, in_k)), cautious(tpot_features(context, prefill))
         if tpot > tpot_limit:
             return "tpot", batch, ttft, tpot
         if ttft > ttft_limit:
@@ -240,26 +253,51 @@ def capacity(
     return Capacity(batch, low, ttft, tpot, failed or limit)
 
 
+@dataclass(frozen=True)
+class Load:
+    """What one instance of a pool carried on average over a window."""
+
+    sequences: float
+    """Requests in flight."""
+    context_ktok: float
+    """Context in flight, thousands of tokens."""
+    prefill_ktok_s: float
+    """Prompt kilotokens read per second."""
+
+
+def window_load(window: PoolWindow, status: PoolStatus, window_s: float) -> Load:
+    instances = max(1, status.ready)
+    per_instance = window_s * instances
+    return Load(
+        sequences=window.busy_s / per_instance,
+        context_ktok=window.context_token_s / per_instance / 1000,
+        prefill_ktok_s=window.prompt_tokens / per_instance / 1000,
+    )
+
+
 def observations(
     window: PoolWindow, status: PoolStatus, window_s: float, learning: LearningConfig, slo: SLOConfig
-) -> tuple[float, list[Observation]]:
-    """The pool's mean concurrency per instance in the window, and what its latencies say at that load."""
-    instances = max(1, status.ready)
-    concurrency = window.busy_s / window_s / instances
+) -> tuple[Load, list[Observation]]:
+    """The pool's mean load per instance in the window, and what its latencies say at that load."""
+    load = window_load(window, status, window_s)
     found: list[Observation] = []
     ok_requests = window.requests - window.failures
     if ok_requests < learning.min_requests:
-        return concurrency, found
-    prefill = window.prompt_tokens / window_s / instances / 1000
+        return load, found
     tpot_cap, ttft_cap = _OUTLIER_FACTOR * slo.tpot_p95_ms / 1000, _OUTLIER_FACTOR * slo.ttft_p95_ms / 1000
     if window.tpot_p95_s is not None:
         value = min(window.tpot_p95_s, tpot_cap)
-        found.append(_observation(tpot_features(concurrency, prefill), value, ok_requests, learning))
+        found.append(_observation(tpot_features(load.context_ktok, load.prefill_ktok_s), value, ok_requests, learning))
     for group in window.classes.values():
         if group.ttft_p95_s is not None and group.requests >= learning.min_requests:
-            x = ttft_features(concurrency, group.input_tokens / 1000)
+            x = ttft_features(load.context_ktok, group.input_tokens / 1000)
             found.append(_observation(x, min(group.ttft_p95_s, ttft_cap), group.requests, learning))
-    return concurrency, found
+    return load, found
+
+
+def context_ktok(input_tokens: float, output_tokens: float) -> float:
+    """Mean context one request holds over its life (its prompt plus half its answer), thousands of tokens."""
+    return (input_tokens + output_tokens / 2) / 1000
 
 
 def _observation(x: np.ndarray, value: float, requests: int, learning: LearningConfig) -> Observation:
@@ -274,12 +312,12 @@ def _coefficients(x: np.ndarray) -> Coefficients:
     return float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5])
 
 
-def tpot_features(batch: float, prefill_ktok_s: float) -> np.ndarray:
-    return np.array([1.0, batch, prefill_ktok_s, 0.0, 0.0, 0.0])
+def tpot_features(context_ktok: float, prefill_ktok_s: float) -> np.ndarray:
+    return np.array([1.0, context_ktok, prefill_ktok_s, 0.0, 0.0, 0.0])
 
 
-def ttft_features(batch: float, in_k: float) -> np.ndarray:
-    return np.array([0.0, 0.0, 0.0, 1.0, batch, in_k])
+def ttft_features(context_ktok: float, in_k: float) -> np.ndarray:
+    return np.array([0.0, 0.0, 0.0, 1.0, context_ktok, in_k])
 
 
 def variant_precision(variant: str) -> str:
@@ -313,7 +351,7 @@ def roofline_prior(
     max_batch = max(1.0, min(float(max_num_seqs), kv_tokens / context_tokens))
     batches = sorted({1, max(1, int(max_batch / 4)), max(1, int(max_batch / 2)), max(1, int(max_batch))})
     steps = [decode_point(shape, weights, b, context_tokens, bandwidth, compute).step_ms / 1000 for b in batches]
-    a, b = _line(batches, steps)
+    a, b = _line([batch * context_tokens / 1000 for batch in batches], steps)  # per kilotoken of context
     a += _STEP_OVERHEAD_S
     prefill_tokens_per_s = compute * 1e12 / shape.flops_per_token(context_tokens // 2)
     prefill_s_per_kilotoken = 1000 / prefill_tokens_per_s
@@ -321,7 +359,8 @@ def roofline_prior(
     # which the decode steps wait for (chunked prefill shares each step).
     g = a * prefill_s_per_kilotoken
     # Under load a new prompt waits for a share of the running batch's steps.
-    mean = (a * 1.1, b * 1.1, g, a, a * 0.5, prefill_s_per_kilotoken)  # TTFT: one step plus the prompt's prefill
+    # TTFT: one step plus the prompt's prefill, and half a step more per sequence (of `context_tokens`) in the batch.
+    mean = (a * 1.1, b * 1.1, g, a, a * 0.5 * 1000 / context_tokens, prefill_s_per_kilotoken)
     sd = [max(abs(value), floor) for value, floor in zip(mean, _SD_FLOOR, strict=True)]
     return LatencyPrior(
         mean=mean,
@@ -336,12 +375,13 @@ def roofline_prior(
 def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fallback: LatencyPrior) -> LatencyPrior:
     """Latency lines fitted to a profile's measured levels; tighter than a roofline because it was measured."""
     prompt_k = profile.workload.prompt_tokens / 1000
+    per_sequence = context_ktok(profile.workload.prompt_tokens, profile.workload.output_tokens)
     g, e = fallback.mean[2], fallback.mean[5]
     # Per instance (throughputs and concurrency are the whole URL's); a level's TPOT includes the wait for its
     # prompts, which the model adds as g * prefill rate: the line is fitted to the rest.
     points = [
         (float(level.concurrency or level.metrics.request_throughput * level.metrics.mean_e2el_ms / 1000)
-         / profile.instances,
+         / profile.instances * per_sequence,
          level.metrics.p95_tpot_ms / 1000 - g * level.metrics.request_throughput * prompt_k / profile.instances,
          level.metrics.p95_ttft_ms / 1000)
         for level in profile.levels
@@ -355,7 +395,7 @@ def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fal
     c = max(0.0, c - e * prompt_k)  # the profile ran one prompt length: the roofline says how TTFT scales with it
     mean = (max(a, 1e-4), max(b, 0.0), g, c, max(d, 0.0), e)
     sd = (0.3 * mean[0], 0.5 * mean[1], fallback.sd[2], 0.3 * mean[3], 0.5 * mean[4], fallback.sd[5])
-    top = max_concurrency if max_concurrency is not None else max(fallback.max_concurrency, max(loads))
+    top = max_concurrency if max_concurrency is not None else max(fallback.max_concurrency, max(loads) / per_sequence)
     return LatencyPrior(
         mean=mean,
         sd=sd,
@@ -367,9 +407,10 @@ def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fal
 
 
 def generic_prior(slo: SLOConfig, max_concurrency: float = 64.0) -> LatencyPrior:
-    """Nothing known: latency that reaches the SLO around a quarter of the batch limit, with 100% uncertainty."""
+    """Nothing known: latency that reaches the SLO around a quarter of the batch limit (of 1k-token
+    sequences), with 100% uncertainty."""
     tpot, ttft = slo.tpot_p95_ms / 1000, slo.ttft_p95_ms / 1000
-    knee = max_concurrency / 4
+    knee = max_concurrency / 4 * _TYPICAL_CONTEXT_KTOK
     mean = (tpot / 4, 0.75 * tpot / knee, tpot / 20, ttft / 4, 0.5 * ttft / knee, ttft / 4)
     return LatencyPrior(mean=mean, sd=mean, max_concurrency=max_concurrency, source="generic")
 

@@ -64,6 +64,8 @@ class PoolWindow:
     tpot_p95_s: float | None
     tpot_mean_s: float | None
     classes: dict[str, ClassWindow] = field(default_factory=dict)
+    context_token_s: float = 0.0
+    """Like `busy_s`, each request's seconds weighted by the context it holds (prompt + half its answer)."""
 
     @property
     def prompt_tokens(self) -> float:
@@ -215,6 +217,11 @@ class SignalCollector:
             tpot_p95_s=percentile([r.tpot_s for r in ok if r.tpot_s is not None], 95),
             tpot_mean_s=_mean_or_none([r.tpot_s for r in ok if r.tpot_s is not None]),
             classes={name: _class_window(group) for name, group in by_class.items()},
+            context_token_s=sum(
+                max(0.0, r.end - max(r.start, since)) * (r.input_tokens + r.output_tokens / 2)
+                for r in records
+                if r.status != CLIENT_CLOSED
+            ),
         )
 
 

@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from optimizer.config import ModelConfig
 from optimizer.guard import PoolMemory, break_even_s, guard_shares, guard_target
-from optimizer.performance import Estimate, LatencyPrior, capacity, observations, tpot_features, ttft_features
+from optimizer.performance import (
+    Estimate,
+    LatencyPrior,
+    Load,
+    capacity,
+    observations,
+    tpot_features,
+    ttft_features,
+)
 from optimizer.policy import LearningConfig, OptimizerConfig
 from optimizer.signals import PoolStatus, PoolWindow, SignalCollector, Signals
 from optimizer.sizes import SizeClasses
@@ -165,6 +174,10 @@ class State:
     plan: Plan | None = None
     corrections: dict[tuple[str, str], float] = field(default_factory=dict)
     """(pool, size class) -> factor on the model's capacity, learned from the SLO itself (see `_correct`)."""
+    proposed: dict[str, int] = field(default_factory=dict)
+    """The solver's last proposal (instances per pool), before the guard."""
+    cut_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(pool, size class) -> when its correction was last cut."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +202,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         name: why for name, spec in setup.pools.items() if (why := _blocked(spec, signals, status[name], policy))
     }
     demand = _planned_demand(signals, setup, status)
-    corrections = _correct(state.corrections, setup, signals, status)
+    corrections, cut_at = _correct(now, state, setup, signals, status)
     capacities = _capacities(setup, estimates, demand)
     for (name, size_class), factor in corrections.items():
         if size_class in capacities.get(name, {}):
@@ -211,8 +224,12 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         raise RuntimeError("; ".join(proposal.notes))
 
     current = {name: status[name].target for name in setup.pools}
+    proposal = _keep_composition(proposal, demand, offers, state.proposed or current, policy)
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
-    targets, memory, target_reasons = _guard_targets(now, state, setup, demand, offers, proposal, current, ready)
+    settling = any(status[name].target > status[name].ready for name in setup.pools)
+    targets, memory, target_reasons = _guard_targets(
+        now, state, setup, demand, offers, proposal, current, ready, settling=settling
+    )
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
                             incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
     proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
@@ -248,7 +265,29 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         proposed_cost_per_hour=proposal.cost_per_hour,
         current_cost_per_hour=current_cost,
     )
-    return TickResult(plan, State(estimates, memory, plan, corrections), decision)
+    return TickResult(plan, State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at), decision)
+
+
+def _keep_composition(
+    best: Allocation,
+    demand: list[DemandClass],
+    offers: list[PoolOffer],
+    previous: Mapping[str, int],
+    policy: OptimizerConfig,
+) -> Allocation:
+    """The best fleet on the pools of the previous proposal, unless another set of pools saves
+    `guard.min_saving`. Two compositions of near-equal cost (two TPUs or one A100) otherwise take
+    turns in the proposal as the estimates wobble, and every turn restarts the other's surplus timer."""
+    if best.status != "optimal" or not any(previous.values()):
+        return best
+    same_pools = [
+        offer if previous.get(offer.name, 0) > 0 else replace(offer, max_instances=offer.min_instances)
+        for offer in offers
+    ]
+    kept = solve_fleet(demand, same_pools, budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)
+    if kept.status == "optimal" and kept.cost_per_hour <= best.cost_per_hour * (1 + policy.guard.min_saving) + 1e-9:
+        return kept
+    return best
 
 
 def _planned_demand(signals: Signals, setup: Setup, status: Mapping[str, PoolStatus]) -> list[DemandClass]:
@@ -298,25 +337,22 @@ def _learn(
         fresh = 1.0 if previous.updated_at is None else min(1.0, (now - previous.updated_at) / span)
         slo = setup.models[spec.model].slo
         load, found = observations(window, status[name], span, learning, slo)
-        concurrency[name] = load
+        concurrency[name] = load.sequences
         if found:
             found = [replace(observation, weight=observation.weight * fresh) for observation in found]
             estimate = estimate.observe(now, found, window.requests - window.failures, learning)
-            estimate = _learn_duration(estimate, window, load, span, status[name].ready, learning)
+            estimate = _learn_duration(estimate, window, load, learning)
         estimates[name] = estimate
     return estimates, concurrency
 
 
-def _learn_duration(
-    estimate: Estimate, window: PoolWindow, load: float, window_s: float, instances: int, learning: LearningConfig
-) -> Estimate:
+def _learn_duration(estimate: Estimate, window: PoolWindow, load: Load, learning: LearningConfig) -> Estimate:
     """Mean request duration against the duration the p95 model predicts at the observed load."""
-    prefill = window.prompt_tokens / window_s / max(1, instances) / 1000
     for group in window.classes.values():
         if group.requests < learning.min_requests or group.duration_mean_s <= 0:
             continue
-        ttft, _ = estimate.predict(ttft_features(load, group.input_tokens / 1000), learning.prior_strength)
-        tpot, _ = estimate.predict(tpot_features(load, prefill), learning.prior_strength)
+        ttft, _ = estimate.predict(ttft_features(load.context_ktok, group.input_tokens / 1000), learning.prior_strength)
+        tpot, _ = estimate.predict(tpot_features(load.context_ktok, load.prefill_ktok_s), learning.prior_strength)
         predicted = ttft + max(0.0, group.output_tokens - 1) * tpot
         if predicted > 0:
             estimate = estimate.learn_duration_ratio(group.duration_mean_s / predicted)
@@ -337,12 +373,17 @@ def _blocked(spec: PoolSpec, signals: Signals, status: PoolStatus, policy: Optim
 
 
 def _correct(
-    corrections: Mapping[tuple[str, str], float], setup: Setup, signals: Signals, status: Mapping[str, PoolStatus]
-) -> dict[tuple[str, str], float]:
+    now: float, state: State, setup: Setup, signals: Signals, status: Mapping[str, PoolStatus]
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
     """A safety loop on top of the model: a pool whose latest quarter-window breaks the SLO in a class
     gets that class's capacity cut by `_CUT`; every tick within it gives a little back (`_RECOVER`).
     Multiplicative decrease, slow increase: the model's error for a class (a KV cache too small for
-    long prompts queues in ways a line cannot fit) is corrected by the outcome it is meant to keep."""
+    long prompts queues in ways a line cannot fit) is corrected by the outcome it is meant to keep.
+    A class is cut again only once the quarter-window has turned over since its last cut: until
+    then the breach it still shows is the one already answered, and cutting on every tick of it
+    compounded a 40% overload into a 90% cut that sent traffic to pools no better known."""
+    corrections, cut_at = state.corrections, dict(state.cut_at)
+    settle_s = setup.policy.window_s / 4
     result = {key: min(1.0, factor * _RECOVER) for key, factor in corrections.items()}
     min_requests = setup.policy.learning.min_requests
     for name, spec in setup.pools.items():
@@ -354,9 +395,15 @@ def _correct(
         for size_class, group in window.classes.items():
             if group.requests < min_requests:
                 continue
-            if slow_decode or (group.ttft_p95_s is not None and group.ttft_p95_s > slo.ttft_p95_ms / 1000):
-                result[name, size_class] = max(_FLOOR, corrections.get((name, size_class), 1.0) * _CUT)
-    return {key: factor for key, factor in result.items() if factor < 1.0}
+            breached = slow_decode or (group.ttft_p95_s is not None and group.ttft_p95_s > slo.ttft_p95_ms / 1000)
+            key = (name, size_class)
+            if breached and now - cut_at.get(key, -math.inf) >= settle_s:
+                result[key] = max(_FLOOR, corrections.get(key, 1.0) * _CUT)
+                cut_at[key] = now
+            elif breached:
+                result[key] = corrections.get(key, 1.0)  # answered already: neither cut again nor given back
+    kept = {key: factor for key, factor in result.items() if factor < 1.0}
+    return kept, {key: at for key, at in cut_at.items() if key in kept}
 
 
 def _capacities(
@@ -383,6 +430,8 @@ def _guard_targets(
     proposal: Allocation,
     current: Mapping[str, int],
     ready: Mapping[str, int],
+    *,
+    settling: bool,
 ) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str]]:
     guard = setup.policy.guard
     as_is = solve_routing(demand, offers, current, utilization=setup.policy.utilization)
@@ -419,7 +468,7 @@ def _guard_targets(
             proposed = min(current[name], max(proposed, floor.get(name, proposed)))
         step = guard_target(
             now, current[name], proposed, state.memory.get(name, PoolMemory()), guard,
-            needed=needed, economical=economical, hold_s=hold,
+            needed=needed, economical=economical, hold_s=hold, settling=settling,
         )  # fmt: skip
         targets[name], memory[name], reasons[name] = step.target, step.memory, step.reason
     shrinking = [name for name in setup.pools if targets[name] < current[name]]

@@ -187,3 +187,11 @@ def test_direction_changes_are_counted() -> None:
     assert (memory.last_direction, memory.direction_changes) == (1, 2)
     # Holding changes nothing.
     assert step(401.0, 3, 3, memory).memory == memory
+
+
+def test_economy_waits_while_instances_of_the_fleet_are_starting() -> None:
+    held = step(100.0, 1, 3, PoolMemory(), economical=True, settling=True)
+    assert held.target == 1
+    assert "still starting" in held.reason
+    # Capacity never waits: the demand is not served as it is.
+    assert step(100.0, 1, 3, PoolMemory(), needed=True, settling=True).target == 3

@@ -32,6 +32,8 @@ LEARNING = LearningConfig(half_life_s=60.0)
 WINDOW_S = 60.0
 IN, OUT = 500.0, 100.0
 """The size of every request in the synthetic windows."""
+CONTEXT_K = (IN + OUT / 2) / 1000
+"""Context each of those requests holds in flight, thousands of tokens."""
 
 
 def index(name: str) -> int:
@@ -60,7 +62,7 @@ class Truth:
         requests = round(batch * WINDOW_S / duration)
         group = ClassWindow(requests, 0, IN, OUT, self.ttft(batch), self.tpot(batch), self.tpot(batch), duration)
         return PoolWindow(requests, 0, batch * WINDOW_S, int(requests * OUT), self.ttft(batch), self.tpot(batch),
-                          self.tpot(batch), {"c": group})  # fmt: skip
+                          self.tpot(batch), {"c": group}, context_token_s=batch * WINDOW_S * CONTEXT_K * 1000)  # fmt: skip
 
     def slower(self, factor: float) -> Truth:
         return Truth(self.tpot_s * factor, self.tpot_s_per_seq * factor, self.ttft_s, self.ttft_s_per_seq,
@@ -87,7 +89,7 @@ def tpot_at(estimate: Estimate, batch: float) -> float:
     """The posterior mean TPOT at `batch` (at the prompt rate a pool of the truth's speed reads there)."""
     window = FAST.window(batch)
     prefill = window.requests * IN / WINDOW_S / 1000
-    mean, _ = estimate.predict(tpot_features(batch, prefill))
+    mean, _ = estimate.predict(tpot_features(batch * CONTEXT_K, prefill))
     return mean
 
 
@@ -162,8 +164,10 @@ def test_confidence_grows_with_data() -> None:
 def test_planned_capacity_grows_with_confidence() -> None:
     """Latency is planned at mean + 1 sd: with the mean right from the start, more data plans closer to the limit."""
     mean = [0.0] * len(COEFFICIENTS)
-    for name in ("tpot_s", "tpot_s_per_seq", "ttft_s", "ttft_s_per_seq", "ttft_s_per_kilotoken"):
+    for name in ("tpot_s", "ttft_s", "ttft_s_per_kilotoken"):
         mean[index(name)] = getattr(FAST, name)
+    mean[index("tpot_s_per_context_ktok")] = FAST.tpot_s_per_seq / CONTEXT_K
+    mean[index("ttft_s_per_context_ktok")] = FAST.ttft_s_per_seq / CONTEXT_K
     coefficients = (mean[0], mean[1], mean[2], mean[3], mean[4], mean[5])
     prior = Estimate.from_prior(LatencyPrior(mean=coefficients, sd=coefficients, max_concurrency=64))
     forever = LearningConfig(half_life_s=1e9)
@@ -225,7 +229,8 @@ def test_roofline_prior_for_llama_8b_on_an_h100() -> None:
     bf16, fp8 = roofline_prior(LLAMA_8B, H100, "bf16"), roofline_prior(LLAMA_8B, H100, "fp8")
     # 16 GB of weights at ~70% of 3.35 TB/s: about 7 ms a step, plus overhead.
     assert 0.005 < bf16.mean[index("tpot_s")] < 0.03
-    assert 0 < bf16.mean[index("tpot_s_per_seq")] < 0.001
+    # Each 1k tokens of context adds ~131 MB of KV cache to read: ~0.06 ms a step.
+    assert 0 < bf16.mean[index("tpot_s_per_context_ktok")] < 0.0002
     # fp8 reads half the bytes and computes twice as fast.
     assert fp8.mean[index("tpot_s")] < 0.8 * bf16.mean[index("tpot_s")]
     assert fp8.mean[index("ttft_s_per_kilotoken")] < bf16.mean[index("ttft_s_per_kilotoken")]
@@ -301,9 +306,10 @@ def test_profile_prior_fits_the_measured_levels(fallback: LatencyPrior) -> None:
     for n in (1, 2, 4, 8, 16):
         prefill = levels[[1, 2, 4, 8, 16].index(n)].metrics.request_throughput * 1.0  # 1000-token prompts
         # Within 2.5 ms: the prompt rate is not linear in the load, so the line fits it only nearly.
-        assert estimate.predict(tpot_features(n, prefill))[0] == pytest.approx(tpot_ms(n) / 1000, abs=0.0025)
-        assert estimate.predict(ttft_features(n, 1.0))[0] == pytest.approx(ttft_ms(n) / 1000, rel=0.01)
-    assert prior.mean[index("ttft_s_per_seq")] == pytest.approx(0.030)
+        context = n * 1.05  # 1000-token prompts and 100-token answers hold 1.05k tokens each
+        assert estimate.predict(tpot_features(context, prefill))[0] == pytest.approx(tpot_ms(n) / 1000, abs=0.0025)
+        assert estimate.predict(ttft_features(context, 1.0))[0] == pytest.approx(ttft_ms(n) / 1000, rel=0.01)
+    assert prior.mean[index("ttft_s_per_context_ktok")] == pytest.approx(0.030 / 1.05)
     # The profile ran one prompt length: the roofline's prefill rate says how much of the intercept is the prompt.
     e = fallback.mean[index("ttft_s_per_kilotoken")]
     assert prior.mean[index("ttft_s_per_kilotoken")] == e
@@ -337,3 +343,41 @@ def test_profile_prior_is_per_instance() -> None:
 def test_profile_prior_needs_two_levels() -> None:
     fallback = generic_prior(SLO_)
     assert profile_prior(profile([level(4, 20, 300)]), fallback=fallback) is fallback
+
+
+def mixed_window(chats: float, documents: float) -> PoolWindow:
+    """One instance with `chats` 500/100-token and `documents` 5000/300-token requests in flight, on an engine
+    whose decode step grows with the context it reads (2 ms per 1k tokens), as a real one's does."""
+    sizes = {"chat": (500.0, 100.0, chats), "doc": (5000.0, 300.0, documents)}
+    context = sum(batch * (prompt + output / 2) / 1000 for prompt, output, batch in sizes.values())
+    tpot = 0.01 + 0.002 * context
+    groups, busy, tokens = {}, 0.0, 0.0
+    for name, (prompt, output, batch) in sizes.items():
+        if batch <= 0:
+            continue
+        ttft = 0.1 + 0.01 * context + 0.05 * prompt / 1000
+        duration = ttft + (output - 1) * tpot
+        requests = round(batch * WINDOW_S / duration)
+        groups[name] = ClassWindow(requests, 0, prompt, output, ttft, tpot, tpot, duration)
+        busy += batch * WINDOW_S
+        tokens += batch * WINDOW_S * (prompt + output / 2)
+    requests = sum(group.requests for group in groups.values())
+    return PoolWindow(requests, 0, busy, 0, None, tpot, tpot, groups, context_token_s=tokens)
+
+
+def test_long_documents_in_the_mix_do_not_make_short_requests_look_expensive() -> None:
+    """Load is the context in flight, not the count of sequences: a pool learned on a mix where 5k-token
+    documents are a fifth of the batch plans chat as the same pool learned on chat alone does."""
+
+    def learned(documents_per_chat: float) -> Estimate:
+        estimate = Estimate.from_prior(generic_prior(SLO_, 256))
+        for i, chats in zip(range(40), itertools.cycle((2.0, 6.0, 12.0, 20.0)), strict=False):
+            window = mixed_window(chats, chats * documents_per_chat)
+            _, found = observations(window, PoolStatus(ready=1), WINDOW_S, LEARNING, SLO_)
+            estimate = estimate.observe(15.0 * i, found, window.requests, LEARNING)
+        return estimate
+
+    chat_alone = capacity(learned(0.0), SLO_, IN, OUT).requests_per_s
+    in_the_mix = capacity(learned(0.25), SLO_, IN, OUT).requests_per_s
+    assert chat_alone > 0
+    assert in_the_mix == pytest.approx(chat_alone, rel=0.15)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -162,8 +163,9 @@ def test_traffic_moves_to_the_pool_with_more_tokens_per_dollar() -> None:
 
 def profiled(truth: Truth) -> LatencyPrior:
     """The prior a profile of the pool gives: its true lines (no prefill term), known to within 50%."""
-    known = {"tpot_s": truth.tpot_s, "tpot_s_per_seq": truth.tpot_s_per_seq, "ttft_s": truth.ttft_s,
-             "ttft_s_per_seq": truth.ttft_s_per_seq}  # fmt: skip
+    context_k = (IN + OUT / 2) / 1000  # the model's load is the context in flight: every request holds this much
+    known = {"tpot_s": truth.tpot_s, "tpot_s_per_context_ktok": truth.tpot_s_per_seq / context_k,
+             "ttft_s": truth.ttft_s, "ttft_s_per_context_ktok": truth.ttft_s_per_seq / context_k}  # fmt: skip
     mean = tuple(known.get(name, 0.0) for name in COEFFICIENTS)
     sd = tuple(max(0.5 * value, 0.0005) for value in mean)
     return LatencyPrior(mean=mean, sd=sd, max_concurrency=64, source="profile")  # type: ignore[arg-type]
@@ -291,13 +293,15 @@ def assert_within_slo(world: World, rate: float) -> None:
 @pytest.mark.parametrize("rate", [3.0, 9.0, 14.0])
 def test_no_flapping_under_steady_load(rate: float) -> None:
     """Steady demand that needs a few instances, starting from one overloaded instance: up for the overload,
-    down to size, and at most one correction as the estimate at the new load firms up; then it stays."""
+    down to size, and at most one correction as the estimate at the new load firms up; then it stays,
+    at about the size the load needs (one instance holds about 4 req/s within the SLO)."""
     world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8)}, steady(rate))
-    world.run(60)
+    world.run(160)
     assert turns(world, "a") <= 2
     assert world.state.memory["a"].direction_changes <= 2
     settled = [r.plan.targets["a"] for r in world.results[-10:]]
     assert len(set(settled)) == 1, settled
+    assert settled[0] <= math.ceil(rate / (4.0 * world.policy.utilization)) + 1, settled
     assert_within_slo(world, rate)
 
 
