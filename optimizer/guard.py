@@ -57,21 +57,22 @@ def guard_target(
     needed: bool,
     economical: bool,
     hold_s: float,
-    settling: bool = False,
+    economy_wait: str | None = None,
 ) -> ScaleStep:
     """The pool's next target from its current one and the solver's proposal.
 
     `needed`: the fleet as it is cannot serve the demand, so growth is for capacity (never held
     back by the saving test). `economical`: the proposal's saving repays its cold starts.
     `hold_s`: how long a surplus must last before removal (the break-even and the configured delay).
-    `settling`: instances of the fleet are still starting. An economy move waits for them to be
-    ready and observed: its saving rests on estimates, and several bets placed together on
-    estimates not yet checked can each go wrong and call for the next.
+    `economy_wait`: why growth for economy must wait this tick (None: it need not). Its saving rests on
+    estimates: it waits for a full window of evidence, and for the last change's instances to be
+    ready and observed, because several bets placed together on unchecked estimates can each go
+    wrong and call for the next.
     """
     if proposed > current:
         memory = _clear_surplus(memory)
-        if not needed and settling:
-            return ScaleStep(current, memory, f"hold at {current}: instances of the last change are still starting")
+        if not needed and economy_wait:
+            return ScaleStep(current, memory, f"hold at {current}: {economy_wait}")
         if not needed and not economical:
             why = f"hold at {current}: growing to {proposed} would not repay its cold start"
             return ScaleStep(current, memory, why)

@@ -54,6 +54,10 @@ _CUT = 0.7
 _RECOVER = 1.02
 _FLOOR = 0.05
 """Bounds of the SLO-driven capacity correction (per tick)."""
+_VERIFIED_REQUESTS = 50.0
+"""Requests (decayed) behind a pool's estimate before the instances that stay may count on it."""
+_UNVERIFIED_SAVING = 0.2
+"""Share of the cost an economy move must save when it grows a pool not yet verified."""
 _REPORTED_CHANGE = 0.005
 """Weight changes smaller than this are applied but not listed as changes."""
 
@@ -226,10 +230,11 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     current = {name: status[name].target for name in setup.pools}
     proposal = _keep_composition(proposal, demand, offers, state.proposed or current, policy)
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
-    settling = any(status[name].target > status[name].ready for name in setup.pools)
+    unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
     targets, memory, target_reasons = _guard_targets(
-        now, state, setup, demand, offers, proposal, current, ready, settling=settling
-    )
+        now, state, setup, demand, offers, proposal, current, ready,
+        economy_wait=_economy_wait(signals, status, policy), unverified=unverified,
+    )  # fmt: skip
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
                             incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
     proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
@@ -431,7 +436,8 @@ def _guard_targets(
     current: Mapping[str, int],
     ready: Mapping[str, int],
     *,
-    settling: bool,
+    economy_wait: str | None,
+    unverified: set[str],
 ) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str]]:
     guard = setup.policy.guard
     as_is = solve_routing(demand, offers, current, utilization=setup.policy.utilization)
@@ -451,7 +457,11 @@ def _guard_targets(
         for name, spec in setup.pools.items()
     )
     saving = current_cost - proposal.cost_per_hour
-    economical = saving >= guard.min_saving * current_cost and saving * guard.payback_s / 3600 >= cold_starts
+    # A saving that rests on a pool known only by its prior must be larger: a roofline is a guess
+    # within tens of percent, and a move that turns out wrong pays for a second move.
+    bets = any(proposal.instances[name] > current[name] for name in unverified)
+    required = max(guard.min_saving, _UNVERIFIED_SAVING) if bets else guard.min_saving
+    economical = saving >= required * current_cost and saving * guard.payback_s / 3600 >= cold_starts
     # Hysteresis band: grow when the load passes `utilization`, shrink only to a fleet that would carry
     # it at `_SHRINK_BAND` of that, so a demand near a boundary does not add and remove an instance in turn.
     tight = solve_fleet(demand, offers, budget_per_hour=setup.policy.budget_per_hour,
@@ -468,16 +478,27 @@ def _guard_targets(
             proposed = min(current[name], max(proposed, floor.get(name, proposed)))
         step = guard_target(
             now, current[name], proposed, state.memory.get(name, PoolMemory()), guard,
-            needed=needed, economical=economical, hold_s=hold, settling=settling,
+            needed=needed, economical=economical, hold_s=hold, economy_wait=economy_wait,
         )  # fmt: skip
         targets[name], memory[name], reasons[name] = step.target, step.memory, step.reason
     shrinking = [name for name in setup.pools if targets[name] < current[name]]
-    staying = {name: min(ready[name], targets[name]) for name in setup.pools}
+    # The instances that stay must carry the traffic on evidence: a pool just started is known only by
+    # its prior, and removing the fleet it would replace before that prior is checked bets the SLO on it.
+    staying = {name: min(ready[name], targets[name]) if name not in unverified else 0 for name in setup.pools}
     if shrinking and _served(demand, offers, staying) < _served(demand, offers, ready) * (1 - 1e-6):
         for name in shrinking:  # removing now would leave traffic with nowhere to go until new instances are up
             targets[name], memory[name] = current[name], state.memory.get(name, PoolMemory())
             reasons[name] = f"hold at {current[name]}: the instances that stay are not ready to carry the traffic"
     return targets, memory, reasons
+
+
+def _economy_wait(signals: Signals, status: Mapping[str, PoolStatus], policy: OptimizerConfig) -> str | None:
+    """Why growth for economy must wait this tick, or None."""
+    if signals.window_s < policy.window_s:
+        return "the window is not full yet"
+    if any(pool.target > pool.ready for pool in status.values()):
+        return "instances of the last change are still starting"
+    return None
 
 
 def _served(demand: list[DemandClass], offers: list[PoolOffer], instances: Mapping[str, int]) -> float:

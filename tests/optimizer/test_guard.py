@@ -190,8 +190,9 @@ def test_direction_changes_are_counted() -> None:
 
 
 def test_economy_waits_while_instances_of_the_fleet_are_starting() -> None:
-    held = step(100.0, 1, 3, PoolMemory(), economical=True, settling=True)
+    wait = "instances of the last change are still starting"
+    held = step(100.0, 1, 3, PoolMemory(), economical=True, economy_wait=wait)
     assert held.target == 1
-    assert "still starting" in held.reason
+    assert held.reason == f"hold at 1: {wait}"
     # Capacity never waits: the demand is not served as it is.
-    assert step(100.0, 1, 3, PoolMemory(), needed=True, settling=True).target == 3
+    assert step(100.0, 1, 3, PoolMemory(), needed=True, economy_wait=wait).target == 3

@@ -377,3 +377,36 @@ def test_a_pool_over_its_slo_has_its_capacity_corrected_and_given_back_when_it_k
     world.run(80)
     later = {key: factor for key, factor in world.state.corrections.items() if key[0] == "cheap"}
     assert all(later.get(key, 1.0) > factor for key, factor in cut.items()), (cut, later)
+
+
+def incumbent_world(cheap_price: float) -> World:
+    """One instance of "dear" ($1/h) serving 2 req/s; "cheap" has none yet and is known only by its prior."""
+    specs = {"dear": spec("dear", 1.0, low=0, high=2), "cheap": spec("cheap", cheap_price, low=0, high=2,
+                                                                       prior=profiled(Truth()))}  # fmt: skip
+    world = World({"dear": Truth(), "cheap": Truth()}, specs, steady(2.0))
+    world.target["dear"] = world.ready["dear"] = 1
+    world.weights = {"dear": 1.0, "cheap": 0.0}
+    return world
+
+
+def test_a_move_to_a_pool_known_only_by_its_prior_waits_for_evidence_at_each_step() -> None:
+    world = incumbent_world(cheap_price=0.3)
+    world.run(60)
+    cheap = [r.plan.targets["cheap"] for r in world.results]
+    dear = [r.plan.targets["dear"] for r in world.results]
+    # Saving money is never urgent: nothing moves before a full window of evidence.
+    first_up = cheap.index(1)
+    assert world.results[first_up].plan.at >= world.policy.window_s
+    assert any("the window is not full yet" in p.scaling for r in world.results[:first_up] for p in r.decision.pools)
+    # The incumbent stays until the new pool has carried enough requests to check its prior.
+    dropped = dear.index(0)
+    assert world.results[dropped].state.estimates["cheap"].evidence >= 50
+    assert world.ready["cheap"] == 1 and world.weight("cheap")[-1] > 0.95
+    assert turns(world, "cheap") == 0 and turns(world, "dear") == 0
+
+
+def test_a_small_saving_on_a_pool_known_only_by_its_prior_is_not_taken() -> None:
+    # 10% cheaper: worth it on evidence (min_saving is 5%), not on a prior that may be off by more than that.
+    world = incumbent_world(cheap_price=0.9)
+    world.run(40)
+    assert all(r.plan.targets == {"dear": 1, "cheap": 0} for r in world.results)
