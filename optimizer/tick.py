@@ -237,7 +237,8 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     )  # fmt: skip
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
                             incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
-    proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
+    capable = _capacities(setup, {name: Estimate.from_prior(spec.prior) for name, spec in setup.pools.items()}, demand)
+    proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration, capable)
     previous = state.plan
     split = _guard_split(setup, proposed_split, previous, set(blocked))
     class_weights, weights = _weights(setup, demand, split, previous, set(blocked))
@@ -525,9 +526,12 @@ def _split(
     routing: Allocation,
     ready: Mapping[str, int],
     exploration: float,
+    capable: Mapping[str, Mapping[str, float]],
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Each demand class's split over the ready pools: the routing plan, the overflow spread by
-    capacity, and the exploration floor for every eligible running pool that can serve it."""
+    capacity, and the exploration floor for every eligible running pool that can serve it, by its
+    estimate or by its prior (`capable`): an estimate learned in an overload can say a pool serves
+    nothing, and without traffic it would never learn otherwise."""
     split: dict[tuple[str, str], dict[str, float]] = {}
     for d in demand:
         candidates = [o for o in offers if o.model == d.model and o.eligible and ready[o.name] > 0]
@@ -542,7 +546,8 @@ def _split(
             total = sum(room.values())
             for name, value in room.items():
                 shares[name] = shares.get(name, 0.0) + unserved * value / total
-        explored = [o.name for o in candidates if o.capacity.get(d.size_class, 0.0) > 0]
+        explored = [o.name for o in candidates
+                    if o.capacity.get(d.size_class, 0.0) > 0 or capable[o.name].get(d.size_class, 0.0) > 0]  # fmt: skip
         if exploration > 0 and len(explored) > 1:  # each of them, as `OptimizerConfig.exploration` says
             shares = {name: max(shares.get(name, 0.0), exploration) for name in set(shares) | set(explored)}
             total = sum(shares.values())
