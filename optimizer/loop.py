@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from observability.records import RequestRecord
-from optimizer.performance import Estimate
 from optimizer.signals import PoolStatus
 from optimizer.tick import Decision, Plan, Setup, State, initial_state, tick
 
@@ -90,11 +89,15 @@ class OptimizerLoop:
         """A new policy (hot reload): estimates of pools that stay are kept, windows re-read if their shape changed."""
         old = self.setup
         self.setup = setup
-        estimates = {
-            name: self.state.estimates.get(name) or Estimate.from_prior(spec.prior)
-            for name, spec in setup.pools.items()
-        }
-        self.state = State(estimates, {n: m for n, m in self.state.memory.items() if n in setup.pools}, self.state.plan)
+        state, pools = self.state, setup.pools
+        self.state = State(
+            estimates={name: state.estimates.get(name) or setup.prior_estimates[name] for name in pools},
+            memory={name: memory for name, memory in state.memory.items() if name in pools},
+            plan=state.plan,
+            corrections={key: factor for key, factor in state.corrections.items() if key[0] in pools},
+            proposed={name: count for name, count in state.proposed.items() if name in pools},
+            cut_at={key: at for key, at in state.cut_at.items() if key[0] in pools},
+        )
         if (old.policy.window_s, old.policy.size_classes) != (setup.policy.window_s, setup.policy.size_classes):
             records = list(self.collector.records)
             self.collector = setup.collector()

@@ -208,20 +208,18 @@ class SignalCollector:
             if record.status < 400:
                 by_class[self._size_class(record)].append(record)
         ok = [r for r in records if r.status < 400]
+        # Seconds each request spent in the pool within the window (a client that left frees its slot).
+        spent = [(max(0.0, r.end - max(r.start, since)), r) for r in records if r.status != CLIENT_CLOSED]
         return PoolWindow(
             requests=len(records),
             failures=sum(1 for r in records if r.status >= 500),
-            busy_s=sum(max(0.0, r.end - max(r.start, since)) for r in records if r.status != CLIENT_CLOSED),
+            busy_s=sum(seconds for seconds, _ in spent),
             output_tokens=sum(r.output_tokens for r in ok),
             ttft_p95_s=percentile([r.ttft_s for r in ok if r.ttft_s is not None], 95),
             tpot_p95_s=percentile([r.tpot_s for r in ok if r.tpot_s is not None], 95),
             tpot_mean_s=_mean_or_none([r.tpot_s for r in ok if r.tpot_s is not None]),
             classes={name: _class_window(group) for name, group in by_class.items()},
-            context_token_s=sum(
-                max(0.0, r.end - max(r.start, since)) * (r.input_tokens + r.output_tokens / 2)
-                for r in records
-                if r.status != CLIENT_CLOSED
-            ),
+            context_token_s=sum(seconds * (r.input_tokens + r.output_tokens / 2) for seconds, r in spent),
         )
 
 

@@ -21,12 +21,12 @@ traffic over the fleet as it is, while it moves toward the plan.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-__all__ = ["Allocation", "DemandClass", "PoolOffer", "solve_fleet", "solve_routing"]
+__all__ = ["Allocation", "DemandClass", "PoolOffer", "prefer_pools", "solve_fleet", "solve_routing"]
 
 STICKINESS = 0.2
 """Discount on the serving cost of a class's incumbent pools in `solve_routing` (hysteresis)."""
@@ -98,6 +98,28 @@ def solve_fleet(
     """Instance counts and traffic shares that serve the demand within SLO at least cost."""
     bounds = {p.name: (p.min_instances, p.max_instances) for p in pools}
     return _solve(demand, pools, bounds, budget_per_hour, utilization)
+
+
+def prefer_pools(
+    best: Allocation,
+    demand: Sequence[DemandClass],
+    pools: Sequence[PoolOffer],
+    keep: Collection[str],
+    *,
+    margin: float,
+    budget_per_hour: float | None = None,
+    utilization: float = 1.0,
+) -> Allocation:
+    """The cheapest fleet on the pools in `keep` (others at their minimum) when it serves all of the
+    demand within `margin` of `best`'s cost; else `best`. Hysteresis on which pools run: two
+    compositions of near-equal cost would otherwise take turns as the numbers wobble."""
+    if best.status != "optimal" or not keep:
+        return best
+    kept_pools = [p if p.name in keep else replace(p, max_instances=p.min_instances) for p in pools]
+    kept = solve_fleet(demand, kept_pools, budget_per_hour=budget_per_hour, utilization=utilization)
+    if kept.status == "optimal" and kept.cost_per_hour <= best.cost_per_hour * (1 + margin) + 1e-9:
+        return kept
+    return best
 
 
 def solve_routing(

@@ -33,7 +33,7 @@ from optimizer.performance import (
 from optimizer.policy import LearningConfig, OptimizerConfig
 from optimizer.signals import PoolStatus, PoolWindow, SignalCollector, Signals
 from optimizer.sizes import SizeClasses
-from optimizer.solver import Allocation, DemandClass, PoolOffer, solve_fleet, solve_routing
+from optimizer.solver import Allocation, DemandClass, PoolOffer, prefer_pools, solve_fleet, solve_routing
 
 __all__ = [
     "Change",
@@ -89,6 +89,11 @@ class Setup:
     def size_classes(self) -> SizeClasses:
         """Built once per setup: the gateway classifies every request with it."""
         return SizeClasses(self.policy.size_classes)
+
+    @functools.cached_property
+    def prior_estimates(self) -> dict[str, Estimate]:
+        """Each pool's estimate before any evidence."""
+        return {name: Estimate.from_prior(spec.prior) for name, spec in self.pools.items()}
 
     def collector(self) -> SignalCollector:
         """An empty window of this setup's span, size classes and models."""
@@ -193,7 +198,7 @@ class TickResult:
 
 def initial_state(setup: Setup) -> State:
     return State(
-        estimates={name: Estimate.from_prior(spec.prior) for name, spec in setup.pools.items()},
+        estimates=dict(setup.prior_estimates),
         memory={name: PoolMemory() for name in setup.pools},
     )
 
@@ -228,7 +233,11 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         raise RuntimeError("; ".join(proposal.notes))
 
     current = {name: status[name].target for name in setup.pools}
-    proposal = _keep_composition(proposal, demand, offers, state.proposed or current, policy)
+    # Two compositions of near-equal cost (two TPUs or one A100) would otherwise take turns in the proposal as
+    # the estimates wobble, and every turn restarts the other's surplus timer.
+    proposed_pools = {name for name, count in (state.proposed or current).items() if count > 0}
+    proposal = prefer_pools(proposal, demand, offers, proposed_pools, margin=policy.guard.min_saving,
+                            budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)  # fmt: skip
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
     unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
     targets, memory, target_reasons = _guard_targets(
@@ -237,8 +246,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     )  # fmt: skip
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
                             incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
-    capable = _capacities(setup, {name: Estimate.from_prior(spec.prior) for name, spec in setup.pools.items()}, demand)
-    proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration, capable)
+    proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
     previous = state.plan
     split = _guard_split(setup, proposed_split, previous, set(blocked))
     class_weights, weights = _weights(setup, demand, split, previous, set(blocked))
@@ -274,28 +282,6 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     return TickResult(plan, State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at), decision)
 
 
-def _keep_composition(
-    best: Allocation,
-    demand: list[DemandClass],
-    offers: list[PoolOffer],
-    previous: Mapping[str, int],
-    policy: OptimizerConfig,
-) -> Allocation:
-    """The best fleet on the pools of the previous proposal, unless another set of pools saves
-    `guard.min_saving`. Two compositions of near-equal cost (two TPUs or one A100) otherwise take
-    turns in the proposal as the estimates wobble, and every turn restarts the other's surplus timer."""
-    if best.status != "optimal" or not any(previous.values()):
-        return best
-    same_pools = [
-        offer if previous.get(offer.name, 0) > 0 else replace(offer, max_instances=offer.min_instances)
-        for offer in offers
-    ]
-    kept = solve_fleet(demand, same_pools, budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)
-    if kept.status == "optimal" and kept.cost_per_hour <= best.cost_per_hour * (1 + policy.guard.min_saving) + 1e-9:
-        return kept
-    return best
-
-
 def _planned_demand(signals: Signals, setup: Setup, status: Mapping[str, PoolStatus]) -> list[DemandClass]:
     """What to plan for: the window's arrivals plus the requests still in flight, or the last quarter's
     pace if that is higher (demand that grows is served before the window catches up). Extrapolating
@@ -327,7 +313,7 @@ def _learn(
     estimates = dict(state.estimates)
     concurrency: dict[str, float] = {}
     for name, spec in setup.pools.items():
-        previous = estimates.get(name) or Estimate.from_prior(spec.prior)
+        previous = estimates.get(name) or setup.prior_estimates[name]
         estimate = previous.decayed(now, learning)
         # Latency is read from the window's last quarter when it has enough requests (a whole
         # window's p95 still holds a load that has passed), else from the whole window.
@@ -526,12 +512,11 @@ def _split(
     routing: Allocation,
     ready: Mapping[str, int],
     exploration: float,
-    capable: Mapping[str, Mapping[str, float]],
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Each demand class's split over the ready pools: the routing plan, the overflow spread by
     capacity, and the exploration floor for every eligible running pool that can serve it, by its
-    estimate or by its prior (`capable`): an estimate learned in an overload can say a pool serves
-    nothing, and without traffic it would never learn otherwise."""
+    estimate or by its prior: an estimate learned in an overload can say a pool serves nothing,
+    and without traffic it would never learn otherwise."""
     split: dict[tuple[str, str], dict[str, float]] = {}
     for d in demand:
         candidates = [o for o in offers if o.model == d.model and o.eligible and ready[o.name] > 0]
@@ -546,14 +531,21 @@ def _split(
             total = sum(room.values())
             for name, value in room.items():
                 shares[name] = shares.get(name, 0.0) + unserved * value / total
-        explored = [o.name for o in candidates
-                    if o.capacity.get(d.size_class, 0.0) > 0 or capable[o.name].get(d.size_class, 0.0) > 0]  # fmt: skip
+        explored = [o.name for o in candidates if o.capacity.get(d.size_class, 0.0) > 0 or _prior_serves(setup, o, d)]
         if exploration > 0 and len(explored) > 1:  # each of them, as `OptimizerConfig.exploration` says
             shares = {name: max(shares.get(name, 0.0), exploration) for name in set(shares) | set(explored)}
             total = sum(shares.values())
             shares = {name: value / total for name, value in shares.items()}
         split[d.key] = shares
     return split
+
+
+def _prior_serves(setup: Setup, offer: PoolOffer, demand: DemandClass) -> bool:
+    """Whether the pool's prior alone says it serves requests of this size within the SLO."""
+    slo = setup.models[offer.model].slo
+    prior = setup.prior_estimates[offer.name]
+    strength = setup.policy.learning.prior_strength
+    return capacity(prior, slo, demand.input_tokens, demand.output_tokens, strength).requests_per_s > 0
 
 
 def _guard_split(

@@ -12,11 +12,10 @@ the cheapest composition of each wobble pays for the drain of every instance it 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 from optimizer.simulate.policies import Decision, Policy, PoolView, split_weights
-from optimizer.solver import Allocation, DemandClass, PoolOffer, solve_fleet
+from optimizer.solver import prefer_pools, solve_fleet
 
 __all__ = ["SWITCH_MARGIN", "Oracle"]
 
@@ -45,25 +44,10 @@ class Oracle(Policy, name="oracle"):
         if allocation.status == "failed":
             raise RuntimeError(f"oracle at {now:.0f}s: {'; '.join(allocation.notes)}")
         if self._fleet is not None:
-            allocation = self._prefer_running(allocation, demand, offers, self._fleet)
+            running = {name for name, count in self._fleet.items() if count > 0}
+            allocation = prefer_pools(allocation, demand, offers, running, margin=SWITCH_MARGIN)
         self._fleet = dict(allocation.instances)
         weights, class_weights = split_weights(allocation.shares, demand, world.size_classes)
         if not weights:  # no demand in the interval: keep the fleet's traffic where its instances are
             weights = {name: float(count) for name, count in allocation.instances.items()}
         return Decision(targets=dict(allocation.instances), weights=weights, class_weights=class_weights)
-
-    @staticmethod
-    def _prefer_running(
-        best: Allocation, demand: list[DemandClass], offers: list[PoolOffer], fleet: Mapping[str, int]
-    ) -> Allocation:
-        """The best plan on the pools running now, when it serves everything within the margin of `best`."""
-        running = [
-            offer if fleet.get(offer.name, 0) > 0 else dataclasses.replace(offer, min_instances=0, max_instances=0)
-            for offer in offers
-        ]
-        if not any(fleet.values()):
-            return best
-        stay = solve_fleet(demand, running, utilization=1.0)
-        if stay.status == "optimal" and stay.cost_per_hour <= best.cost_per_hour * (1 + SWITCH_MARGIN) + 1e-9:
-            return stay
-        return best
