@@ -39,6 +39,7 @@ from optimizer.config import SLOConfig
 from optimizer.policy import LearningConfig
 from optimizer.signals import PoolStatus, PoolWindow
 from runtimes.accelerators import Accelerator
+from runtimes.profile.capacity import is_feasible
 from runtimes.profile.profile_file import Profile
 from runtimes.profile.roofline import BYTES_PER_PARAM, COMPUTE_DTYPE, ModelShape, decode_point
 
@@ -377,6 +378,10 @@ def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fal
     prompt_k = profile.workload.prompt_tokens / 1000
     per_sequence = context_ktok(profile.workload.prompt_tokens, profile.workload.output_tokens)
     g, e = fallback.mean[2], fallback.mean[5]
+    # Queueing past the knee makes latency climb far off any line: fit the levels within the profile's SLO
+    # (or every level that completed something, when fewer than two were).
+    completed = [level for level in profile.levels if level.metrics.completed > 0]
+    feasible = [level for level in completed if is_feasible(level.metrics, profile.slo)]
     # Per instance (throughputs and concurrency are the whole URL's); a level's TPOT includes the wait for its
     # prompts, which the model adds as g * prefill rate: the line is fitted to the rest.
     points = [
@@ -384,8 +389,7 @@ def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fal
          / profile.instances * per_sequence,
          level.metrics.p95_tpot_ms / 1000 - g * level.metrics.request_throughput * prompt_k / profile.instances,
          level.metrics.p95_ttft_ms / 1000)
-        for level in profile.levels
-        if level.metrics.completed > 0
+        for level in (feasible if len(feasible) >= 2 else completed)
     ]  # fmt: skip
     if len(points) < 2:
         return fallback

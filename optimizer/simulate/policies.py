@@ -50,6 +50,8 @@ class Policy:
     instant: ClassVar[bool] = False
     """Instances are ready the moment they are asked for (the oracle's bound)."""
     wants_records: ClassVar[bool] = False
+    plans_on_truth: ClassVar[bool] = True
+    """It reads the true capacities (measured once per run, before any policy that needs them runs)."""
 
     def __init_subclass__(cls, name: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -45,7 +45,7 @@ def run_scenario(
     started = time.perf_counter()
     world = world or build_world(scenario, duration_s=duration_s, seed=seed)
     capacity_s = 0.0
-    if any(name != "thrifty" for name in policies):
+    if any(POLICIES[name].plans_on_truth for name in policies):
         measuring = time.perf_counter()
         _ = world.capacities
         capacity_s = time.perf_counter() - measuring

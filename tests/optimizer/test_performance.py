@@ -340,6 +340,18 @@ def test_profile_prior_is_per_instance() -> None:
     assert profile_prior(two, fallback=fallback).mean == pytest.approx(profile_prior(one, fallback=fallback).mean)
 
 
+def test_profile_prior_fits_the_levels_within_the_slo() -> None:
+    """Past the knee requests queue and latency leaves any line: a sweep that ran into it fits as one that did not."""
+    fallback = generic_prior(SLO_, 64)
+    within = [level(n, tpot_ms(n), ttft_ms(n)) for n in (1, 2, 4, 8)]
+    saturated = [*within, level(64, 95, 9000)]  # TTFT 9 s: over the profile's 1000 ms
+    assert profile_prior(profile(saturated), fallback=fallback).mean == pytest.approx(
+        profile_prior(profile(within), fallback=fallback).mean
+    )
+    # With fewer than two levels within the SLO, every level that completed is fitted.
+    assert profile_prior(profile([within[0], level(64, 95, 9000)]), fallback=fallback) is not fallback
+
+
 def test_profile_prior_needs_two_levels() -> None:
     fallback = generic_prior(SLO_)
     assert profile_prior(profile([level(4, 20, 300)]), fallback=fallback) is fallback

@@ -20,6 +20,7 @@ from optimizer.simulate.engine import EngineSpec, InstanceEngine, _steps_within,
 from optimizer.simulate.fleet import SimPool
 from optimizer.simulate.metrics import direction_changes, summarize
 from optimizer.simulate.policies import POLICIES
+from optimizer.simulate.profiling import profile_engine
 from optimizer.simulate.runner import run_scenario
 from optimizer.simulate.scenario import (
     LengthSpec,
@@ -35,6 +36,8 @@ from optimizer.simulate.truth import engine_spec
 from optimizer.simulate.workloads import draw_lengths, generate
 from optimizer.simulate.world import build_world
 from runtimes.accelerators import CATALOG
+from runtimes.profile.capacity import is_feasible
+from runtimes.profile.profile_file import SLO, accepts
 from runtimes.profile.roofline import PRESETS, decode_point
 
 LLAMA = PRESETS["llama-3.1-8b"]
@@ -177,6 +180,30 @@ def test_true_capacity_is_measured_and_zero_when_the_slo_is_out_of_reach() -> No
     tight = true_capacity(spec(), prompts, outputs, SLOConfig(ttft_p95_ms=2000, tpot_p95_ms=10), search)
     assert loose > tight > 0
     assert true_capacity(spec(), prompts, outputs, SLOConfig(ttft_p95_ms=2000, tpot_p95_ms=1), search) == 0.0
+
+
+def test_a_simulated_profile_measures_the_capacity_within_its_sweep_step() -> None:
+    """The profiler's sweep on one simulated instance: levels double until one misses the SLO, and the
+    capacity it reports is the last feasible level, so within a factor of two below the true one."""
+    slo = SLOConfig(ttft_p95_ms=1000, tpot_p95_ms=40)
+    profile = profile_engine(spec(), slo, model="m", pool="p", accelerator="nvidia-h100-80gb", variant="fp8",
+                             price_per_hour=3.9, prompt_tokens=400, output_tokens=150)  # fmt: skip
+    assert accepts(profile, SLO(ttft_p95_ms=1000, tpot_p95_ms=40))
+    assert [level.mode for level in profile.levels] == ["open"] * len(profile.levels)
+    assert not is_feasible(profile.levels[-1].metrics, profile.slo)
+    assert all(is_feasible(level.metrics, profile.slo) for level in profile.levels[:-1])
+    sizes = np.full(50, 400, dtype=np.int64), np.full(50, 150, dtype=np.int64)
+    true = true_capacity(spec(), *sizes, slo, CapacitySearch(requests=400))
+    assert profile.capacity is not None
+    assert true / 2.2 <= profile.capacity.request_throughput <= true * 1.1
+
+
+def test_the_profiled_policy_seeds_the_optimizer_from_measured_profiles() -> None:
+    world = build_world(parse_scenario(TINY), duration_s=60)
+    profiled, roofline = POLICIES["thrifty-profiled"](world), POLICIES["thrifty"](world)
+    for name in world.pools:
+        assert profiled.setup.pools[name].prior.source == "profile: simulated sim://" + name
+        assert roofline.setup.pools[name].prior.source.startswith("roofline:")
 
 
 # -- workloads ---------------------------------------------------------------------------------------
