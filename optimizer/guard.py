@@ -12,7 +12,7 @@ before removing it is the ski-rental rule: never more than twice the cost of kno
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from optimizer.policy import GuardConfig
 
@@ -29,6 +29,11 @@ class PoolMemory:
     last_up: float | None = None
     last_change: float | None = None
     surplus_since: float | None = None
+    """Start of the surplus the pool is in, if any."""
+    surplus_kept_s: float = 0.0
+    """Time since `surplus_since` that the proposal kept the pool after all (a wobble, not an end)."""
+    seen_at: float | None = None
+    """The last tick that looked at the surplus."""
     last_direction: int = 0
     direction_changes: int = 0
 
@@ -83,30 +88,43 @@ def guard_target(
         return ScaleStep(target, _changed(memory, now, +1, up=True), f"scale up {current} -> {target}: {why}")
     if proposed < current:
         since = memory.surplus_since if memory.surplus_since is not None else now
-        memory = PoolMemory(memory.last_up, memory.last_change, since, memory.last_direction, memory.direction_changes)
-        if now - since < hold_s:
-            return ScaleStep(current, memory, f"hold at {current}: surplus for {now - since:.0f}s of {hold_s:.0f}s")
+        memory = replace(memory, surplus_since=since, seen_at=now)
+        lasted = now - since - memory.surplus_kept_s
+        if lasted < hold_s:
+            return ScaleStep(current, memory, f"hold at {current}: surplus for {lasted:.0f}s of {hold_s:.0f}s")
         if memory.last_change is not None and now - memory.last_change < config.scale_down_cooldown_s:
             return ScaleStep(current, memory, f"hold at {current}: scale-down cooldown")
         target = max(proposed, current - config.max_scale_down)
-        why = f"scale down {current} -> {target}: surplus for {now - since:.0f}s"
+        why = f"scale down {current} -> {target}: surplus for {lasted:.0f}s"
         return ScaleStep(target, _changed(memory, now, -1), why)
-    return ScaleStep(current, _clear_surplus(memory), "")
+    return ScaleStep(current, _keep(memory, now), "")
+
+
+def _keep(memory: PoolMemory, now: float) -> PoolMemory:
+    """A tick whose proposal keeps the pool as it is. A surplus ends once it has been kept as long as it
+    lasted: near a boundary the estimates wobble, and one tick of them must not restart the wait."""
+    if memory.surplus_since is None:
+        return memory
+    kept = memory.surplus_kept_s + (now - memory.seen_at if memory.seen_at is not None else 0.0)
+    if kept >= now - memory.surplus_since - kept:
+        return _clear_surplus(memory)
+    return replace(memory, surplus_kept_s=kept, seen_at=now)
 
 
 def _clear_surplus(memory: PoolMemory) -> PoolMemory:
     if memory.surplus_since is None:
         return memory
-    return PoolMemory(memory.last_up, memory.last_change, None, memory.last_direction, memory.direction_changes)
+    return replace(memory, surplus_since=None, surplus_kept_s=0.0, seen_at=None)
 
 
 def _changed(memory: PoolMemory, now: float, direction: int, *, up: bool = False) -> PoolMemory:
     flipped = memory.last_direction != 0 and memory.last_direction != direction
-    return PoolMemory(
+    # A surplus removed one step at a time stays a surplus: the next step waits for the cooldown only.
+    kept = memory if direction < 0 else _clear_surplus(memory)
+    return replace(
+        kept,
         last_up=now if up else memory.last_up,
         last_change=now,
-        # A surplus removed one step at a time stays a surplus: the next step waits for the cooldown only.
-        surplus_since=memory.surplus_since if direction < 0 else None,
         last_direction=direction,
         direction_changes=memory.direction_changes + int(flipped),
     )

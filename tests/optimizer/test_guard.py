@@ -169,6 +169,24 @@ def test_a_surplus_that_goes_away_starts_over() -> None:
     assert memory.surplus_since is None
 
 
+def test_a_surplus_outlasts_ticks_that_keep_the_pool_for_less_time_than_it_lasted() -> None:
+    """Estimates near a boundary wobble: a proposal that keeps the pool for one tick pauses the wait, not restarts it."""
+    memory = PoolMemory()
+    for now in (0.0, 15.0, 30.0, 45.0):
+        memory = step(now, 3, 2, memory).memory
+    memory = step(60.0, 3, 3, memory).memory  # one tick of keeping
+    assert memory.surplus_since == 0.0
+    # 15 s of the surplus did not count: removal comes 15 s later than it would have.
+    assert step(HOLD + 14.0, 3, 2, memory).target == 3
+    assert step(HOLD + 15.0, 3, 2, memory).target == 2
+    # Kept as long as it lasted: over.
+    memory = step(0.0, 3, 2, PoolMemory()).memory
+    memory = step(30.0, 3, 2, memory).memory
+    memory = step(45.0, 3, 3, memory).memory
+    assert memory.surplus_since == 0.0
+    assert step(60.0, 3, 3, memory).memory.surplus_since is None
+
+
 def test_break_even_is_cold_start_plus_risk_at_the_hourly_price() -> None:
     # $3.60/h is $0.001/s: $0.50 of risk is worth 500 s of an idle instance.
     assert break_even_s(90.0, 3.6, 0.5) == pytest.approx(590.0)
