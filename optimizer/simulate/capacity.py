@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from optimizer.config import SLOConfig
-from optimizer.simulate.engine import EngineSpec, InstanceEngine
+from optimizer.simulate.engine import EngineSpec, serve_alone
 
 __all__ = ["CapacitySearch", "capacity_table", "meets_slo", "true_capacity"]
 
@@ -102,14 +102,11 @@ def meets_slo(
     warmup: float,
 ) -> bool:
     """Whether one instance fed these arrivals keeps TTFT p95 and TPOT p95 within the SLO after the warm-up."""
-    engine = InstanceEngine(spec)
-    for rid, (time, (prompt, output)) in enumerate(zip(arrivals, sizes, strict=True)):
-        engine.submit(rid, float(time), prompt, output)
-    engine.advance(float("inf"))
+    finished = serve_alone(spec, arrivals.tolist(), sizes)
     skip = int(len(sizes) * warmup)
     ttft: list[float] = []
     tpot: list[float] = []
-    for done in engine.finished:
+    for done in finished:
         if done.rid < skip:
             continue
         ttft.append(done.first_token - float(arrivals[done.rid]))

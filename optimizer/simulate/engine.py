@@ -27,10 +27,11 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Completion", "EngineSpec", "InstanceEngine"]
+__all__ = ["Completion", "EngineSpec", "InstanceEngine", "serve_alone"]
 
 
 @dataclass(frozen=True)
@@ -327,3 +328,12 @@ def _steps_within(
         else:
             high = middle
     return low
+
+
+def serve_alone(spec: EngineSpec, arrivals: Sequence[float], sizes: Sequence[tuple[int, int]]) -> list[Completion]:
+    """Play requests (arrival times in order, (prompt, output) sizes) through one fresh instance to the end."""
+    engine = InstanceEngine(spec)
+    for rid, (time, (prompt, output)) in enumerate(zip(arrivals, sizes, strict=True)):
+        engine.submit(rid, float(time), prompt, output)
+    engine.advance(math.inf)
+    return engine.finished

@@ -7,7 +7,7 @@ true capacities. One instance of the pool's engine serves Poisson arrivals (as `
 until a level misses the SLO. (A closed loop of equal requests stays in lockstep, every worker
 sending at the same step, and measures the TTFT of bursts.) Every request has the workload's mean
 prompt and output length: one size, as a real profile has. The levels' metrics come from the
-profiler's own code (`level_metrics`, `select_capacity`), so the profile is what `thrifty profile
+profiler's own code (`level_metrics`, `recorded_profile`), so the profile is what `thrifty profile
 -o` would write, and it seeds the optimizer through the same `profile_prior` as a configured
 `optimizer.pools.<name>.profile`.
 
@@ -16,15 +16,14 @@ The engine reports a request's first and last token only, so the levels carry no
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from optimizer.config import SLOConfig
-from optimizer.simulate.engine import EngineSpec, InstanceEngine
-from runtimes.profile.capacity import is_feasible, select_capacity
+from optimizer.simulate.engine import EngineSpec, serve_alone
+from runtimes.profile.capacity import is_feasible
 from runtimes.profile.metrics import Timing, level_metrics
 from runtimes.profile.profile_file import SLO, Level, Profile, Workload
+from runtimes.profile.sweep import Target, recorded_profile
 
 __all__ = ["profile_engine", "sweep_level"]
 
@@ -39,10 +38,7 @@ def sweep_level(
     """One open-loop level on a fresh instance: every request's timing, and the level's duration in seconds."""
     rng = np.random.default_rng(seed)
     sends: list[float] = np.cumsum(rng.exponential(1 / rate, size=requests)).tolist()
-    engine = InstanceEngine(spec)
-    for rid, at in enumerate(sends):
-        engine.submit(rid, at, prompt_tokens, output_tokens)
-    engine.advance(math.inf)
+    finished = serve_alone(spec, sends, [(prompt_tokens, output_tokens)] * requests)
     timings = [
         Timing(
             start_s=sends[done.rid],
@@ -52,25 +48,22 @@ def sweep_level(
             prompt_tokens=prompt_tokens,
             output_tokens=output_tokens,
         )
-        for done in engine.finished
+        for done in finished
     ]
-    return timings, max(done.end for done in engine.finished)
+    return timings, max(done.end for done in finished)
 
 
 def profile_engine(
     spec: EngineSpec,
     slo: SLOConfig,
+    target: Target,
     *,
-    model: str,
-    pool: str,
-    accelerator: str,
-    variant: str,
-    price_per_hour: float,
     prompt_tokens: int,
     output_tokens: int,
     seed: int = 0,
 ) -> Profile:
-    """A profile of one instance: levels up to the first that misses the SLO (or the engine's batch limit)."""
+    """A profile of one instance (`target` says what it records): levels up to the first that misses
+    the SLO (or the engine's batch limit)."""
     profile_slo = SLO(ttft_p95_ms=slo.ttft_p95_ms, tpot_p95_ms=slo.tpot_p95_ms)
     alone_s = sweep_level(spec, 1e-3, 1, prompt_tokens, output_tokens, seed)[0][0].e2el_ms / 1000
     levels: list[Level] = []
@@ -84,16 +77,5 @@ def profile_engine(
         if not is_feasible(metrics, profile_slo):
             break
         concurrency *= 2
-    return Profile(
-        created_at="simulated",
-        base_url=f"sim://{pool}",
-        model=model,
-        pool=pool,
-        accelerator=accelerator,
-        variant=variant,
-        price_per_hour=price_per_hour,
-        workload=Workload(prompt_tokens=prompt_tokens, output_tokens=output_tokens),
-        slo=profile_slo,
-        levels=levels,
-        capacity=select_capacity(levels, profile_slo, price_per_hour),
-    )
+    workload = Workload(prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+    return recorded_profile(target, workload, profile_slo, levels, created_at="simulated")

@@ -24,6 +24,7 @@ from optimizer.simulate.profiling import profile_engine
 from optimizer.simulate.world import PoolSetup, World
 from optimizer.tick import Decision as TickDecision
 from optimizer.tick import PoolSpec, Setup, initial_state, tick
+from runtimes.profile.sweep import Target
 
 __all__ = ["Thrifty", "ThriftyProfiled"]
 
@@ -90,14 +91,13 @@ class ThriftyProfiled(Thrifty, name="thrifty-profiled"):
     def prior(self, pool: PoolSetup) -> LatencyPrior:
         """The pool's profile, measured on one simulated instance at the workload's mean request size."""
         arrivals = self.world.arrivals
+        target = Target(base_url=f"sim://{pool.name}", model=self.world.model.name, pool=pool.name,
+                        accelerator=pool.config.accelerator, variant=pool.config.variant,
+                        price_per_hour=pool.price_per_hour)  # fmt: skip
         profile = profile_engine(
             pool.spec,
             self.world.model.slo,
-            model=self.world.model.name,
-            pool=pool.name,
-            accelerator=pool.config.accelerator,
-            variant=pool.config.variant,
-            price_per_hour=pool.price_per_hour,
+            target,
             prompt_tokens=max(1, round(float(arrivals.prompt.mean()))),
             output_tokens=max(1, round(float(arrivals.output.mean()))),
         )

@@ -32,6 +32,7 @@ __all__ = [
     "Target",
     "calibrate_prompt_words",
     "profile_url",
+    "recorded_profile",
     "request_body",
     "run_sweep",
 ]
@@ -201,8 +202,15 @@ async def profile_url(
 ) -> Profile:
     """Sweep the target and record the levels with the capacity they show."""
     levels = await run_sweep(target, workload, plan, slo, observer)
+    return recorded_profile(target, workload, slo, levels)
+
+
+def recorded_profile(
+    target: Target, workload: Workload, slo: SLO, levels: list[Level], created_at: str | None = None
+) -> Profile:
+    """The profile of measured levels: what they were measured on, and the capacity they show."""
     return Profile(
-        created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        created_at=created_at or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         base_url=target.base_url,
         model=target.model,
         pool=target.pool,

@@ -39,6 +39,7 @@ from runtimes.accelerators import CATALOG
 from runtimes.profile.capacity import is_feasible
 from runtimes.profile.profile_file import SLO, accepts
 from runtimes.profile.roofline import PRESETS, decode_point
+from runtimes.profile.sweep import Target
 
 LLAMA = PRESETS["llama-3.1-8b"]
 
@@ -186,8 +187,8 @@ def test_a_simulated_profile_measures_the_capacity_within_its_sweep_step() -> No
     """The profiler's sweep on one simulated instance: levels double until one misses the SLO, and the
     capacity it reports is the last feasible level, so within a factor of two below the true one."""
     slo = SLOConfig(ttft_p95_ms=1000, tpot_p95_ms=40)
-    profile = profile_engine(spec(), slo, model="m", pool="p", accelerator="nvidia-h100-80gb", variant="fp8",
-                             price_per_hour=3.9, prompt_tokens=400, output_tokens=150)  # fmt: skip
+    target = Target(base_url="sim://p", model="m", pool="p", price_per_hour=3.9)
+    profile = profile_engine(spec(), slo, target, prompt_tokens=400, output_tokens=150)
     assert accepts(profile, SLO(ttft_p95_ms=1000, tpot_p95_ms=40))
     assert [level.mode for level in profile.levels] == ["open"] * len(profile.levels)
     assert not is_feasible(profile.levels[-1].metrics, profile.slo)
