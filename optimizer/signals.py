@@ -39,10 +39,10 @@ class PoolStatus:
 
 @dataclass(frozen=True)
 class ClassWindow:
-    """The finished requests of one pool and size class in the window."""
+    """The successful requests of one pool and size class in the window. Failures count on the pool
+    (`PoolWindow.failures`) alone: a request that failed has no answer, so no size class."""
 
     requests: int
-    failures: int
     input_tokens: float
     """Mean per successful request."""
     output_tokens: float
@@ -228,7 +228,6 @@ def _class_window(records: list[RequestRecord]) -> ClassWindow:
     tpots = [r.tpot_s for r in records if r.tpot_s is not None]
     return ClassWindow(
         requests=len(records),
-        failures=sum(1 for r in records if r.status >= 500),
         input_tokens=_mean([r.input_tokens for r in records]),
         output_tokens=_mean([r.output_tokens for r in records]),
         ttft_p95_s=percentile(ttfts, 95),

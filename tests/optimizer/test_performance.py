@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import scipy.stats
 
 from optimizer.config import SLOConfig
 from optimizer.performance import (
@@ -15,6 +17,7 @@ from optimizer.performance import (
     LatencyPrior,
     capacity,
     generic_prior,
+    held_batch,
     observations,
     profile_prior,
     roofline_prior,
@@ -60,7 +63,7 @@ class Truth:
         """A window of one instance at `batch` requests in flight, its request count from Little's law."""
         duration = self.ttft(batch) + (OUT - 1) * self.tpot(batch)
         requests = round(batch * WINDOW_S / duration)
-        group = ClassWindow(requests, 0, IN, OUT, self.ttft(batch), self.tpot(batch), self.tpot(batch), duration)
+        group = ClassWindow(requests, IN, OUT, self.ttft(batch), self.tpot(batch), self.tpot(batch), duration)
         return PoolWindow(requests, 0, batch * WINDOW_S, int(requests * OUT), self.ttft(batch), self.tpot(batch),
                           self.tpot(batch), {"c": group}, context_token_s=batch * WINDOW_S * CONTEXT_K * 1000)  # fmt: skip
 
@@ -202,6 +205,27 @@ def test_capacity_keeps_the_planned_latency_within_the_slo() -> None:
         assert found.ttft_p95_s <= ttft_ms / 1000 + 1e-6
     assert capacity(estimate, SLOConfig(ttft_p95_ms=10_000, tpot_p95_ms=30), IN, OUT).limit == "tpot"
     assert capacity(estimate, SLOConfig(ttft_p95_ms=400, tpot_p95_ms=1000), IN, OUT).limit == "ttft"
+
+
+@pytest.mark.parametrize("limit", [4.0, 16.0, 109.0, 256.0])
+def test_a_held_batch_overflows_its_limit_about_five_percent_of_the_time(limit: float) -> None:
+    # Requests in flight under Poisson arrivals are Poisson, whatever their durations.
+    held = held_batch(limit, 1.0)
+    assert 0 < held < limit
+    overflow = scipy.stats.poisson.sf(math.floor(limit), held)
+    assert 0.01 < overflow < 0.1
+    # A cache whose sequences vary in size holds fewer of them on average, and none at all holds nothing.
+    assert held_batch(limit, 2.0) < held
+    assert held_batch(0.0, 1.0) == 0.0
+
+
+def test_a_batch_bound_class_is_planned_below_the_mean_batch_that_fills_the_cache() -> None:
+    """Planning a mean batch at the cache's size fills it half the time, and prompts queue behind it."""
+    known = sure_prior(0.02, 0.05)
+    prior = LatencyPrior(known.mean, known.sd, max_concurrency=256, kv_tokens=100 * (IN + OUT))
+    found = capacity(Estimate.from_prior(prior), SLO_, IN, OUT)
+    assert found.limit == "batch"
+    assert 0 < found.concurrency <= held_batch(100.0, 2.0) + 1e-6
 
 
 def sure_prior(tpot_s: float, ttft_s: float) -> LatencyPrior:
@@ -370,7 +394,7 @@ def mixed_window(chats: float, documents: float) -> PoolWindow:
         ttft = 0.1 + 0.01 * context + 0.05 * prompt / 1000
         duration = ttft + (output - 1) * tpot
         requests = round(batch * WINDOW_S / duration)
-        groups[name] = ClassWindow(requests, 0, prompt, output, ttft, tpot, tpot, duration)
+        groups[name] = ClassWindow(requests, prompt, output, ttft, tpot, tpot, duration)
         busy += batch * WINDOW_S
         tokens += batch * WINDOW_S * (prompt + output / 2)
     requests = sum(group.requests for group in groups.values())
