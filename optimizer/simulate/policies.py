@@ -18,7 +18,7 @@ from optimizer.simulate.world import World
 from optimizer.sizes import SizeClasses
 from optimizer.solver import DemandClass
 
-__all__ = ["POLICIES", "Decision", "Policy", "PoolView", "split_weights"]
+__all__ = ["POLICIES", "Decision", "Policy", "PoolView", "initial_fleet", "split_weights"]
 
 POLICIES: dict[str, type[Policy]] = {}
 
@@ -73,6 +73,12 @@ class Policy:
 
     def observe(self, record: RequestRecord) -> None:
         """A finished (or failed) request, in order of its end."""
+
+
+def initial_fleet(world: World) -> dict[str, int]:
+    """The instances each pool of the scenario runs at time 0 (`initial`, else its minimum)."""
+    return {name: pool.config.initial if pool.config.initial is not None else pool.config.min_instances
+            for name, pool in world.pools.items()}  # fmt: skip
 
 
 def split_weights(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # The policies register themselves on import.
-from optimizer.simulate import baselines, oracle, thrifty  # noqa: F401
+from optimizer.simulate import baselines, clairvoyant, oracle, thrifty  # noqa: F401
 from optimizer.simulate.metrics import PolicyResult, summarize, with_oracle_share
 from optimizer.simulate.policies import POLICIES
 from optimizer.simulate.scenario import Scenario
@@ -16,7 +16,9 @@ from optimizer.simulate.world import World, build_world
 
 __all__ = ["DEFAULT_POLICIES", "ScenarioRun", "run_scenario"]
 
-DEFAULT_POLICIES = ("thrifty", "best-single", "round-robin", "capacity-proportional", "melange", "oracle")
+DEFAULT_POLICIES = (
+    "thrifty", "best-single", "round-robin", "capacity-proportional", "melange", "clairvoyant", "oracle",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

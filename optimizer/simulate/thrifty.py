@@ -19,7 +19,7 @@ from observability.records import RequestRecord
 from optimizer.performance import LatencyPrior, profile_prior, roofline_prior
 from optimizer.policy import PoolPolicy
 from optimizer.signals import PoolStatus
-from optimizer.simulate.policies import Decision, Policy, PoolView
+from optimizer.simulate.policies import Decision, Policy, PoolView, initial_fleet
 from optimizer.simulate.profiling import profile_engine
 from optimizer.simulate.world import PoolSetup, World
 from optimizer.tick import Decision as TickDecision
@@ -61,8 +61,7 @@ class Thrifty(Policy, name="thrifty"):
 
     def start(self) -> Decision:
         """The scenario's initial fleet, traffic over it by configured weight until the first tick."""
-        counts = {name: pool.config.initial if pool.config.initial is not None else pool.config.min_instances
-                  for name, pool in self.world.pools.items()}  # fmt: skip
+        counts = initial_fleet(self.world)
         weights = {name: 1.0 for name, count in counts.items() if count > 0}
         return Decision(targets=counts, weights=weights)
 

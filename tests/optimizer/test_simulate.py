@@ -324,6 +324,27 @@ def test_baselines_on_a_tiny_scenario() -> None:
     assert set(proportional.weights) == set(robin.weights)
 
 
+def test_the_clairvoyant_moves_from_the_initial_fleet_at_the_pace_of_cold_starts() -> None:
+    """It knows what the oracle knows, but its fleet starts where the scenario's does and every
+    instance it adds serves only once its cold start is over."""
+    run = run_scenario(parse_scenario(TINY), policies=["clairvoyant", "oracle"], duration_s=240)
+    clairvoyant, oracle = run.outputs["clairvoyant"], run.outputs["oracle"]
+    series = clairvoyant.series
+    assert {name: ready[0] for name, ready in series.ready.items()} == {"h100-fp8": 1, "l4-fp8": 0, "tpu-int8": 0}
+    cold_start = {pool.name: pool.cold_start_s for pool in run.world.scenario.pools}
+    for name, ready in series.ready.items():
+        added = [action.at for action in clairvoyant.actions if action.pool == name and action.after > action.before]
+        for time, count in zip(series.times, ready, strict=True):
+            if count > series.ready[name][0]:
+                assert added and time >= min(added) + cold_start[name]
+    results = {r.policy: r for r in run.results}
+    # The oracle's fleet for 3 chat requests/s is not the incumbent H100: the clairvoyant moves to it, paying the move.
+    final = {name: count[-1] for name, count in series.instances.items() if count[-1] > 0}
+    assert final == {name: count[-1] for name, count in oracle.series.instances.items() if count[-1] > 0}
+    assert results["clairvoyant"].cost_usd > results["oracle"].cost_usd
+    assert results["clairvoyant"].slo_both >= 0.95
+
+
 def test_every_policy_through_the_cli(tmp_path: Path) -> None:
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(TINY)
@@ -334,7 +355,8 @@ def test_every_policy_through_the_cli(tmp_path: Path) -> None:
     assert cli.run(args) == 0
     report = json.loads(out.read_text())
     results = {r["policy"]: r for r in report["results"]}
-    assert list(results) == ["thrifty", "best-single", "round-robin", "capacity-proportional", "melange", "oracle"]
+    assert list(results) == ["thrifty", "best-single", "round-robin", "capacity-proportional", "melange",
+                             "clairvoyant", "oracle"]  # fmt: skip
     for r in results.values():
         assert r["requests"] == report["requests"] > 0
         assert r["served"] + r["failed"] == r["requests"]
