@@ -60,6 +60,11 @@ class GuardConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Horizon over which an economy change's saving must repay the cold starts it causes."""
     cold_start_risk_usd: Annotated[float, Meta(ge=0)] = 0.0
     """Added cost of each cold start for its SLO risk, on top of its time to ready x price."""
+    peak_memory_s: Annotated[float, Meta(ge=0)] = 1800.0
+    """The fleet is sized for each size class's highest demand in the surges of this trailing span (0:
+    for the demand now). A surge rises, within one cold start, past what `utilization` leaves as
+    headroom: a burst like that is served only by capacity already up, so the fleet that serves its
+    peak stays for the next one. Slow rises are followed as they come and not remembered."""
 
 
 class PoolPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

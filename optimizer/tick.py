@@ -2,7 +2,8 @@
 
 1. learn: each pool's window updates its latency model;
 2. judge: a pool is eligible for traffic unless gated for quality, unhealthy, or failing;
-3. plan: the MILP sizes the fleet for the demand at least cost (`solver.solve_fleet`);
+3. plan: the MILP sizes the fleet for the demand, or a surge still remembered (`_remember`), at least
+   cost (`solver.solve_fleet`);
 4. guard: instance targets move toward the plan within cooldowns, steps and the cold-start rule;
 5. route: the traffic split over the instances ready now (`solver.solve_routing`), plus a small
    exploration share per running pool, moved toward by the guard's step limits.
@@ -177,6 +178,15 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class SeenDemand:
+    at: float
+    classes: tuple[DemandClass, ...]
+    """The window's arrival rates (no backlog)."""
+    surge: bool
+    """It rose past what the headroom absorbs within one cold start: a fleet cannot follow it."""
+
+
+@dataclass(frozen=True)
 class State:
     estimates: dict[str, Estimate]
     memory: dict[str, PoolMemory]
@@ -187,6 +197,8 @@ class State:
     """The solver's last proposal (instances per pool), before the guard."""
     cut_at: dict[tuple[str, str], float] = field(default_factory=dict)
     """(pool, size class) -> when its correction was last cut."""
+    demand_seen: tuple[SeenDemand, ...] = ()
+    """The window's arrival rates at the ticks within `guard.peak_memory_s` (and a cold start), oldest first."""
 
 
 @dataclass(frozen=True)
@@ -211,8 +223,10 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         name: why for name, spec in setup.pools.items() if (why := _blocked(spec, signals, status[name], policy))
     }
     demand = _planned_demand(signals, setup, status)
+    demand_seen = _remember(now, signals, state, setup)
+    sizing = _peak(demand, [seen for seen in demand_seen if seen.surge and seen.at > now - policy.guard.peak_memory_s])
     corrections, cut_at = _correct(now, state, setup, signals, status)
-    capacities = _capacities(setup, estimates, demand)
+    capacities = _capacities(setup, estimates, sizing)
     for (name, size_class), factor in corrections.items():
         if size_class in capacities.get(name, {}):
             capacities[name][size_class] *= factor
@@ -228,7 +242,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         )
         for spec in setup.pools.values()
     ]
-    proposal = solve_fleet(demand, offers, budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)
+    proposal = solve_fleet(sizing, offers, budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)
     if proposal.status == "failed":
         raise RuntimeError("; ".join(proposal.notes))
 
@@ -236,12 +250,12 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     # Two compositions of near-equal cost (two TPUs or one A100) would otherwise take turns in the proposal as
     # the estimates wobble, and every turn restarts the other's surplus timer.
     proposed_pools = {name for name, count in (state.proposed or current).items() if count > 0}
-    proposal = prefer_pools(proposal, demand, offers, proposed_pools, margin=policy.guard.min_saving,
+    proposal = prefer_pools(proposal, sizing, offers, proposed_pools, margin=policy.guard.min_saving,
                             budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)  # fmt: skip
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
     unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
     targets, memory, target_reasons = _guard_targets(
-        now, state, setup, demand, offers, proposal, current, ready,
+        now, state, setup, demand, sizing, offers, proposal, current, ready,
         economy_wait=_economy_wait(signals, status, policy), unverified=unverified,
     )  # fmt: skip
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
@@ -270,7 +284,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     decision = Decision(
         at=now,
         outcome="changed" if changes else "unchanged",
-        summary=_summary(changes, proposal, demand),
+        summary=_summary(changes, proposal, demand, sizing),
         changes=changes,
         pools=reports,
         demand=demand,
@@ -279,7 +293,50 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         proposed_cost_per_hour=proposal.cost_per_hour,
         current_cost_per_hour=current_cost,
     )
-    return TickResult(plan, State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at), decision)
+    new_state = State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at, demand_seen)
+    return TickResult(plan, new_state, decision)
+
+
+def _remember(now: float, signals: Signals, state: State, setup: Setup) -> tuple[SeenDemand, ...]:
+    """The arrivals seen within the peak memory (and one cold start, to tell a surge), with this tick's.
+
+    Only a surge is remembered for sizing: a rise in one cold start past what the `utilization`
+    headroom absorbs, which no fleet can follow by scaling. A slow rise (a diurnal morning) is
+    followed as it comes, and sizing for its past peak on the way down would pay for capacity that
+    the next cold start could bring back in time."""
+    policy = setup.policy
+    if policy.guard.peak_memory_s <= 0:
+        return ()
+    lead = max((spec.cold_start_s for spec in setup.pools.values()), default=policy.cold_start_s)
+    keep = max(policy.guard.peak_memory_s, lead)
+    seen = [entry for entry in state.demand_seen if entry.at > now - keep]
+    arrivals = tuple(
+        DemandClass(d.model, d.size_class, d.rate, d.input_tokens, d.output_tokens)
+        for d in signals.demand.values()
+        if d.model in setup.models
+    )
+    if signals.window_s < policy.window_s:  # a window still filling counts a few seconds: noise, not demand
+        return tuple(seen)
+    surge = False
+    for model in {d.model for d in arrivals}:
+        before = [_total(entry.classes, model) for entry in seen if entry.at >= now - lead]
+        if before and _total(arrivals, model) * policy.utilization > min(before):
+            surge = True
+    return (*seen, SeenDemand(now, arrivals, surge))
+
+
+def _total(classes: tuple[DemandClass, ...], model: str) -> float:
+    return sum(d.rate for d in classes if d.model == model)
+
+
+def _peak(demand: list[DemandClass], seen: list[SeenDemand]) -> list[DemandClass]:
+    """Each class at its highest rate over the demand now and the remembered surges."""
+    peak = {d.key: d for d in demand}
+    for entry in seen:
+        for d in entry.classes:
+            if d.key not in peak or d.rate > peak[d.key].rate:
+                peak[d.key] = d
+    return list(peak.values())
 
 
 def _planned_demand(signals: Signals, setup: Setup, status: Mapping[str, PoolStatus]) -> list[DemandClass]:
@@ -418,6 +475,7 @@ def _guard_targets(
     state: State,
     setup: Setup,
     demand: list[DemandClass],
+    sizing: list[DemandClass],
     offers: list[PoolOffer],
     proposal: Allocation,
     current: Mapping[str, int],
@@ -434,7 +492,7 @@ def _guard_targets(
     # against a surplus that is about to be removed anyway.
     running_only = [replace(o, max_instances=max(o.min_instances, min(o.max_instances, current[o.name])))
                     for o in offers]  # fmt: skip
-    shrunk = solve_fleet(demand, running_only, budget_per_hour=setup.policy.budget_per_hour,
+    shrunk = solve_fleet(sizing, running_only, budget_per_hour=setup.policy.budget_per_hour,
                          utilization=setup.policy.utilization)  # fmt: skip
     if shrunk.status == "optimal":
         current_cost = min(current_cost, shrunk.cost_per_hour)
@@ -451,7 +509,7 @@ def _guard_targets(
     economical = saving >= required * current_cost and saving * guard.payback_s / 3600 >= cold_starts
     # Hysteresis band: grow when the load passes `utilization`, shrink only to a fleet that would carry
     # it at `_SHRINK_BAND` of that, so a demand near a boundary does not add and remove an instance in turn.
-    tight = solve_fleet(demand, offers, budget_per_hour=setup.policy.budget_per_hour,
+    tight = solve_fleet(sizing, offers, budget_per_hour=setup.policy.budget_per_hour,
                         utilization=setup.policy.utilization * _SHRINK_BAND)  # fmt: skip
     floor = tight.instances if tight.status == "optimal" else dict(current)
     targets: dict[str, int] = {}
@@ -681,9 +739,11 @@ def _report(
     )
 
 
-def _summary(changes: list[Change], proposal: Allocation, demand: list[DemandClass]) -> str:
-    rate = sum(d.rate for d in demand)
+def _summary(changes: list[Change], proposal: Allocation, demand: list[DemandClass], sizing: list[DemandClass]) -> str:
+    rate, peak = sum(d.rate for d in demand), sum(d.rate for d in sizing)
     head = f"{rate:.2f} req/s demand; plan ${proposal.cost_per_hour:.2f}/h ({proposal.status})"
+    if peak > rate * 1.001:
+        head += f" for a remembered surge of {peak:.2f} req/s"
     if not changes:
         return head + "; no change"
     return head + "; " + "; ".join(f"{c.pool} {c.what} {c.before:g} -> {c.after:g}" for c in changes)

@@ -13,7 +13,7 @@ import pytest
 from observability.records import RequestRecord
 from optimizer.config import ModelConfig, SLOConfig
 from optimizer.performance import COEFFICIENTS, LatencyPrior, generic_prior
-from optimizer.policy import OptimizerConfig
+from optimizer.policy import GuardConfig, OptimizerConfig
 from optimizer.signals import Demand, PoolStatus, SignalCollector, Signals
 from optimizer.tick import Plan, PoolSpec, Setup, TickResult, initial_state, tick
 
@@ -274,6 +274,43 @@ def test_the_fleet_scales_up_when_demand_outgrows_it() -> None:
     _, ttft, tpot = Truth().at(6.0 / world.ready["a"])
     assert tpot <= SLO.tpot_p95_ms / 1000 and ttft <= SLO.ttft_p95_ms / 1000
     assert grown[-1].plan.output_tokens_per_s > 0
+
+
+def test_a_remembered_burst_keeps_its_capacity_until_it_is_forgotten() -> None:
+    """A burst shorter than a cold start is served only by capacity already up: with `peak_memory_s`
+    the fleet stays sized for the last burst that long, then shrinks as it would have at once."""
+
+    def bursty(t: float) -> float:
+        return 3.5 if 300 <= t < 390 else 0.5  # one instance holds the calm, two the burst
+
+    def targets(peak_memory_s: float) -> dict[float, int]:
+        policy = OptimizerConfig(guard=GuardConfig(peak_memory_s=peak_memory_s))
+        world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8)}, bursty, policy=policy)
+        world.run(150)
+        return {r.plan.at: r.plan.targets["a"] for r in world.results}
+
+    forgetful, remembering = targets(0.0), targets(900.0)
+    assert max(forgetful.values()) >= 2 and forgetful[900.0] == 1  # shrunk after the usual hold
+    # The window forgets the burst at about 510 s: 900 s more, and the surplus hold after that.
+    assert all(remembering[t] == 2 for t in remembering if 660 <= t <= 1380)
+    assert remembering[max(remembering)] == 1
+
+
+def test_a_slow_rise_is_followed_and_not_remembered() -> None:
+    """Demand that takes twenty minutes to rise sevenfold and as long to fall is followed by scaling
+    (each cold start's rise fits in the headroom): remembering its peak would only delay the way down."""
+
+    def day(t: float) -> float:
+        return 0.5 + 3.0 * max(0.0, 1 - abs(t - 1200) / 1200)
+
+    fleets = []
+    for peak_memory_s in (0.0, 900.0):
+        policy = OptimizerConfig(guard=GuardConfig(peak_memory_s=peak_memory_s))
+        world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8)}, day, policy=policy)
+        world.run(180)
+        fleets.append([r.plan.targets["a"] for r in world.results])
+    assert max(fleets[0]) >= 2
+    assert fleets[1] == fleets[0]
 
 
 def turns(world: World, name: str) -> int:
