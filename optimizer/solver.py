@@ -20,13 +20,13 @@ traffic over the fleet as it is, while it moves toward the plan.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-__all__ = ["Allocation", "DemandClass", "PoolOffer", "prefer_pools", "solve_fleet", "solve_routing"]
+__all__ = ["Allocation", "DemandClass", "PoolOffer", "highest_rates", "prefer_pools", "solve_fleet", "solve_routing"]
 
 STICKINESS = 0.2
 """Discount on the serving cost of a class's incumbent pools in `solve_routing` (hysteresis)."""
@@ -52,6 +52,16 @@ class DemandClass:
     @property
     def key(self) -> tuple[str, str]:
         return self.model, self.size_class
+
+
+def highest_rates(groups: Iterable[Iterable[DemandClass]]) -> list[DemandClass]:
+    """Each class at its highest rate over the groups (a demand at several times), in order of first sight."""
+    peak: dict[tuple[str, str], DemandClass] = {}
+    for group in groups:
+        for d in group:
+            if d.key not in peak or d.rate > peak[d.key].rate:
+                peak[d.key] = d
+    return list(peak.values())
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,15 @@ from optimizer.performance import (
 from optimizer.policy import LearningConfig, OptimizerConfig
 from optimizer.signals import PoolStatus, PoolWindow, SignalCollector, Signals
 from optimizer.sizes import SizeClasses
-from optimizer.solver import Allocation, DemandClass, PoolOffer, prefer_pools, solve_fleet, solve_routing
+from optimizer.solver import (
+    Allocation,
+    DemandClass,
+    PoolOffer,
+    highest_rates,
+    prefer_pools,
+    solve_fleet,
+    solve_routing,
+)
 
 __all__ = [
     "Change",
@@ -224,7 +232,8 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     }
     demand = _planned_demand(signals, setup, status)
     demand_seen = _remember(now, signals, state, setup)
-    sizing = _peak(demand, [seen for seen in demand_seen if seen.surge and seen.at > now - policy.guard.peak_memory_s])
+    remembered = [seen.classes for seen in demand_seen if seen.surge and seen.at > now - policy.guard.peak_memory_s]
+    sizing = highest_rates([demand, *remembered])
     corrections, cut_at = _correct(now, state, setup, signals, status)
     capacities = _capacities(setup, estimates, sizing)
     for (name, size_class), factor in corrections.items():
@@ -327,16 +336,6 @@ def _remember(now: float, signals: Signals, state: State, setup: Setup) -> tuple
 
 def _total(classes: tuple[DemandClass, ...], model: str) -> float:
     return sum(d.rate for d in classes if d.model == model)
-
-
-def _peak(demand: list[DemandClass], seen: list[SeenDemand]) -> list[DemandClass]:
-    """Each class at its highest rate over the demand now and the remembered surges."""
-    peak = {d.key: d for d in demand}
-    for entry in seen:
-        for d in entry.classes:
-            if d.key not in peak or d.rate > peak[d.key].rate:
-                peak[d.key] = d
-    return list(peak.values())
 
 
 def _planned_demand(signals: Signals, setup: Setup, status: Mapping[str, PoolStatus]) -> list[DemandClass]:

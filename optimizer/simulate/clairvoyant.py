@@ -18,18 +18,17 @@ It is a reference, not a bound: another schedule could start sooner or keep an i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from optimizer.simulate.oracle import SWITCH_MARGIN
 from optimizer.simulate.policies import Decision, Policy, PoolView, initial_fleet, split_weights
-from optimizer.solver import DemandClass, prefer_pools, solve_fleet, solve_routing
+from optimizer.solver import DemandClass, highest_rates, prefer_pools, solve_fleet, solve_routing
 
 __all__ = ["Clairvoyant"]
 
 
 class Clairvoyant(Policy, name="clairvoyant"):
-    _planned: dict[str, int] | None = None
-
     def start(self) -> Decision:
         counts = initial_fleet(self.world)
         return Decision(targets=counts, weights={name: 1.0 for name, count in counts.items() if count > 0})
@@ -63,11 +62,5 @@ class Clairvoyant(Policy, name="clairvoyant"):
         step = world.interval_s
         start = min(start, max(0.0, world.duration_s - step))
         end = min(start + span, world.duration_s)
-        peak: dict[tuple[str, str], DemandClass] = {}
-        at = start
-        while at < end:
-            for d in world.demand_between(at, min(at + step, world.duration_s)):
-                if d.key not in peak or d.rate > peak[d.key].rate:
-                    peak[d.key] = d
-            at += step
-        return list(peak.values())
+        times = [start + i * step for i in range(max(1, math.ceil((end - start) / step)))]
+        return highest_rates(world.demand_between(at, min(at + step, world.duration_s)) for at in times)
