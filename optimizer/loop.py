@@ -90,6 +90,7 @@ class OptimizerLoop:
         old = self.setup
         self.setup = setup
         state, pools = self.state, setup.pools
+        same_classes = old.policy.size_classes == setup.policy.size_classes
         self.state = State(
             estimates={name: state.estimates.get(name) or setup.prior_estimates[name] for name in pools},
             memory={name: memory for name, memory in state.memory.items() if name in pools},
@@ -97,6 +98,7 @@ class OptimizerLoop:
             corrections={key: factor for key, factor in state.corrections.items() if key[0] in pools},
             proposed={name: count for name, count in state.proposed.items() if name in pools},
             cut_at={key: at for key, at in state.cut_at.items() if key[0] in pools},
+            demand_seen=state.demand_seen if same_classes else (),
         )
         if (old.policy.window_s, old.policy.size_classes) != (setup.policy.window_s, setup.policy.size_classes):
             records = list(self.collector.records)
