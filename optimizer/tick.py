@@ -234,8 +234,8 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     demand_seen = _remember(now, signals, state, setup)
     remembered = [seen.classes for seen in demand_seen if seen.surge and seen.at > now - policy.guard.peak_memory_s]
     # A remembered surge sets a class's rate, not its request sizes: capacities (routing's too) stay at today's sizes.
-    current = {d.key: d for d in demand}
-    sizing = [replace(current.get(d.key, d), rate=d.rate) for d in highest_rates([demand, *remembered])]
+    today = {d.key: d for d in demand}
+    sizing = [replace(today.get(d.key, d), rate=d.rate) for d in highest_rates([demand, *remembered])]
     corrections, cut_at = _correct(now, state, setup, signals, status)
     capacities = _capacities(setup, estimates, sizing)
     for (name, size_class), factor in corrections.items():
