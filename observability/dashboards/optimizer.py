@@ -143,7 +143,8 @@ def _steering() -> Section:
             Chart(
                 "Target vs proposed instances by pool",
                 "Solid: the instance count the provider moves toward (the target, after the guard). Dashed: what "
-                "the solver proposes for the demand at least cost, before the guard. The target follows the "
+                "the solver proposes at least cost, before the guard, for the demand or for a surge of the last "
+                "guard.peak_memory_s (the decision's summary says which). The target follows the "
                 "proposal up at once when the demand needs capacity (at most guard.max_scale_up per tick, after "
                 "guard.scale_up_cooldown_s), for economy only when the saving repays the cold starts within "
                 "guard.payback_s, and down by guard.max_scale_down at a time once the surplus has lasted "
