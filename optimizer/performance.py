@@ -6,10 +6,15 @@ every sequence in the batch, so what slows it is the context in flight, not the 
 sequences: forty 5k-token documents cost a step what four hundred chats do. Per pool, with K the
 context in flight per instance (thousands of tokens: each request's prompt plus half its answer,
 weighted by its time in flight), P the prompt tokens it reads per second (thousands) and `in_k`
-a request's prompt (thousands of tokens), the model is linear:
+a request's prompt (thousands of tokens), the model is linear in its coefficients:
 
-    TPOT p95 = a + b * K + g * P
+    TPOT p95 = (a + b * K) / (1 - rho) + g * P
     TTFT p95 = c + d * K + e * in_k
+
+where rho = P / (the pool's prefill rate) is the share of every second its compute spends on
+prompts, which the decode steps wait through: a term that grows with P only linearly cut the
+TPU's decode steps by a third at 13 chats a second (rho 0.4) and planned it 30% over its truth.
+g is what the stretch leaves unexplained, learned like the rest.
 
 Counting sequences instead of context made a mixed workload's long documents look like a cost
 of every sequence, and capped short chat at a third of what a pool really serves.
@@ -56,6 +61,7 @@ __all__ = [
     "generic_prior",
     "held_batch",
     "observations",
+    "prefill_stretch",
     "profile_prior",
     "roofline_prior",
     "tpot_features",
@@ -90,6 +96,9 @@ _KV_DISPERSION = 2.0
 count of requests in flight is Poisson (dispersion 1, whatever their durations), and each one
 reserves its own prompt plus answer, whose sizes within a class spread about as much as an
 exponential's (squared coefficient of variation 1)."""
+_MAX_PREFILL_SHARE = 0.9
+"""Most of a second counted as prefill in the decode stretch: a load past it says the prior's prefill
+rate is wrong, and a stretch without bound would make one window's observation dominate the fit."""
 _TYPICAL_CONTEXT_KTOK = 1.0
 """Context per sequence (thousands of tokens) where a number is needed without a workload."""
 _OUTLIER_FACTOR = 3.0
@@ -193,7 +202,7 @@ class Estimate:
 
     def confidence(self, strength: float = 1.0) -> float:
         """How far the data has narrowed TPOT at a typical batch (a quarter of the limit, 1k tokens each): 0 to 1."""
-        x = tpot_features(max(1.0, self.prior.max_concurrency / 4) * _TYPICAL_CONTEXT_KTOK, 0.0)
+        x = tpot_features(max(1.0, self.prior.max_concurrency / 4) * _TYPICAL_CONTEXT_KTOK, 0.0, None)
         prior_only = Estimate.from_prior(self.prior)
         _, spread = self.predict(x, strength)
         _, prior_spread = prior_only.predict(x, strength)
@@ -221,10 +230,11 @@ def capacity(
     def load(rate: float) -> tuple[float, float] | None:
         """Requests in flight (Little's law, on the mean model) and prompt kilotokens per second at `rate`."""
         prefill = rate * in_k
-        settled = 1 - rate * ratio * (d + decode * b) * context_k
+        stretch = prefill_stretch(prefill, prior.prefill_tokens_per_s)
+        settled = 1 - rate * ratio * (d + decode * b * stretch) * context_k
         if settled <= 0:
             return None  # every request added slows the others enough to add another: no steady state
-        return rate * ratio * (c + e * in_k + decode * (a + g * prefill)) / settled, prefill
+        return rate * ratio * (c + e * in_k + decode * (a * stretch + g * prefill)) / settled, prefill
 
     def check(rate: float) -> tuple[str | None, float, float, float]:
         found = load(rate)
@@ -232,7 +242,8 @@ def capacity(
             return "tpot", math.inf, math.inf, math.inf
         batch, prefill = found
         context = batch * context_k
-        ttft, tpot = cautious(ttft_features(context, in_k)), cautious(tpot_features(context, prefill))
+        ttft = cautious(ttft_features(context, in_k))
+        tpot = cautious(tpot_features(context, prefill, prior.prefill_tokens_per_s))
         if tpot > tpot_limit:
             return "tpot", batch, ttft, tpot
         if ttft > ttft_limit:
@@ -305,9 +316,15 @@ def window_load(window: PoolWindow, status: PoolStatus, window_s: float) -> Load
 
 
 def observations(
-    window: PoolWindow, status: PoolStatus, window_s: float, learning: LearningConfig, slo: SLOConfig
+    window: PoolWindow,
+    status: PoolStatus,
+    window_s: float,
+    learning: LearningConfig,
+    slo: SLOConfig,
+    prefill_tokens_per_s: float | None,
 ) -> tuple[Load, list[Observation]]:
-    """The pool's mean load per instance in the window, and what its latencies say at that load."""
+    """The pool's mean load per instance in the window, and what its latencies say at that load
+    (`prefill_tokens_per_s`: the pool's prefill rate, from its prior)."""
     load = window_load(window, status, window_s)
     found: list[Observation] = []
     ok_requests = window.requests - window.failures
@@ -316,7 +333,8 @@ def observations(
     tpot_cap, ttft_cap = _OUTLIER_FACTOR * slo.tpot_p95_ms / 1000, _OUTLIER_FACTOR * slo.ttft_p95_ms / 1000
     if window.tpot_p95_s is not None:
         value = min(window.tpot_p95_s, tpot_cap)
-        found.append(_observation(tpot_features(load.context_ktok, load.prefill_ktok_s), value, ok_requests, learning))
+        x = tpot_features(load.context_ktok, load.prefill_ktok_s, prefill_tokens_per_s)
+        found.append(_observation(x, value, ok_requests, learning))
     for group in window.classes.values():
         if group.ttft_p95_s is not None and group.requests >= learning.min_requests:
             x = ttft_features(load.context_ktok, group.input_tokens / 1000)
@@ -341,8 +359,18 @@ def _coefficients(x: np.ndarray) -> Coefficients:
     return float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5])
 
 
-def tpot_features(context_ktok: float, prefill_ktok_s: float) -> np.ndarray:
-    return np.array([1.0, context_ktok, prefill_ktok_s, 0.0, 0.0, 0.0])
+def prefill_stretch(prefill_ktok_s: float, prefill_tokens_per_s: float | None) -> float:
+    """How much longer decode steps take while prompts are read at this rate: 1 / (1 - rho), rho the
+    share of the pool's prefill rate in use (1 where the rate is unknown, or nothing is read)."""
+    if not prefill_tokens_per_s or prefill_ktok_s <= 0:
+        return 1.0
+    share = min(_MAX_PREFILL_SHARE, prefill_ktok_s * 1000 / prefill_tokens_per_s)
+    return 1 / (1 - share)
+
+
+def tpot_features(context_ktok: float, prefill_ktok_s: float, prefill_tokens_per_s: float | None) -> np.ndarray:
+    stretch = prefill_stretch(prefill_ktok_s, prefill_tokens_per_s)
+    return np.array([stretch, context_ktok * stretch, prefill_ktok_s, 0.0, 0.0, 0.0])
 
 
 def ttft_features(context_ktok: float, in_k: float) -> np.ndarray:
@@ -384,9 +412,9 @@ def roofline_prior(
     a += _STEP_OVERHEAD_S
     prefill_tokens_per_s = compute * 1e12 / shape.flops_per_token(context_tokens // 2)
     prefill_s_per_kilotoken = 1000 / prefill_tokens_per_s
-    # Reading P thousand prompt tokens a second takes P * 1000 / prefill_tokens_per_s of every second,
-    # which the decode steps wait for (chunked prefill shares each step).
-    g = a * prefill_s_per_kilotoken
+    # Chunked prefill shares each step: the prompts' share of every second stretches the decode steps
+    # (`prefill_stretch`), and nothing is left over for g to say before data does.
+    g = 0.0
     # Under load a new prompt waits for a share of the running batch's steps.
     # TTFT: one step plus the prompt's prefill, and half a step more per sequence (of `context_tokens`) in the batch.
     mean = (a * 1.1, b * 1.1, g, a, a * 0.5 * 1000 / context_tokens, prefill_s_per_kilotoken)
@@ -406,19 +434,20 @@ def profile_prior(profile: Profile, *, max_concurrency: float | None = None, fal
     prompt_k = profile.workload.prompt_tokens / 1000
     per_sequence = context_ktok(profile.workload.prompt_tokens, profile.workload.output_tokens)
     g, e = fallback.mean[2], fallback.mean[5]
+    prefill_rate = fallback.prefill_tokens_per_s
     # Queueing past the knee makes latency climb far off any line: fit the levels within the profile's SLO
     # (or every level that completed something, when fewer than two were).
     completed = [level for level in profile.levels if level.metrics.completed > 0]
     feasible = [level for level in completed if is_feasible(level.metrics, profile.slo)]
     # Per instance (throughputs and concurrency are the whole URL's); a level's TPOT includes the wait for its
-    # prompts, which the model adds as g * prefill rate: the line is fitted to the rest.
-    points = [
-        (float(level.concurrency or level.metrics.request_throughput * level.metrics.mean_e2el_ms / 1000)
-         / profile.instances * per_sequence,
-         level.metrics.p95_tpot_ms / 1000 - g * level.metrics.request_throughput * prompt_k / profile.instances,
-         level.metrics.p95_ttft_ms / 1000)
-        for level in (feasible if len(feasible) >= 2 else completed)
-    ]  # fmt: skip
+    # prompts, which the model adds as a stretch of the decode steps and g * prefill rate: the line is fitted
+    # to the decode steps unstretched.
+    points = []
+    for level in feasible if len(feasible) >= 2 else completed:
+        concurrency = level.concurrency or level.metrics.request_throughput * level.metrics.mean_e2el_ms / 1000
+        prefill = level.metrics.request_throughput * prompt_k / profile.instances
+        decode_s = (level.metrics.p95_tpot_ms / 1000 - g * prefill) / prefill_stretch(prefill, prefill_rate)
+        points.append((concurrency / profile.instances * per_sequence, decode_s, level.metrics.p95_ttft_ms / 1000))
     if len(points) < 2:
         return fallback
     loads = [p[0] for p in points]

@@ -386,7 +386,7 @@ def _learn(
         # evidence, or the same requests would count several times.
         fresh = 1.0 if previous.updated_at is None else min(1.0, (now - previous.updated_at) / span)
         slo = setup.models[spec.model].slo
-        load, found = observations(window, status[name], span, learning, slo)
+        load, found = observations(window, status[name], span, learning, slo, estimate.prior.prefill_tokens_per_s)
         concurrency[name] = load.sequences
         if found:
             found = [replace(observation, weight=observation.weight * fresh) for observation in found]
@@ -402,7 +402,8 @@ def _learn_duration(estimate: Estimate, window: PoolWindow, load: Load, learning
         if group.requests < learning.min_requests or group.duration_mean_s <= 0:
             continue
         ttft, _ = estimate.predict(ttft_features(load.context_ktok, group.input_tokens / 1000), learning.prior_strength)
-        tpot, _ = estimate.predict(tpot_features(load.context_ktok, load.prefill_ktok_s), learning.prior_strength)
+        x = tpot_features(load.context_ktok, load.prefill_ktok_s, estimate.prior.prefill_tokens_per_s)
+        tpot, _ = estimate.predict(x, learning.prior_strength)
         predicted = ttft + max(0.0, group.output_tokens - 1) * tpot
         if predicted > 0:
             estimate = estimate.learn_duration_ratio(group.duration_mean_s / predicted)

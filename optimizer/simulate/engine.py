@@ -4,9 +4,11 @@ Capacity within an SLO comes from queueing, batching and KV-cache pressure toget
 closed formula captures; this model plays them out. Each engine step runs every decoding
 sequence one token and fills the rest of the step's token budget with prompt chunks (chunked
 prefill), oldest first; new sequences are admitted first come, first served while the batch has
-a free slot (`max_num_seqs`) and the KV cache has room for the whole sequence (prompt plus
-output: reserving it up front stands in for vLLM's preemption, and a full cache makes requests
-queue). A step costs
+a free slot (`max_num_seqs`) and the KV cache has room for its prompt. The cache is then taken as
+vLLM takes it: a decoding sequence's grows by one token a step, and when the next step has no room
+the sequence admitted last is preempted (vLLM's recompute mode): it frees its cache, goes back to
+the head of the queue, and on readmission prefills its prompt plus the tokens it had generated
+before it goes on decoding. A step costs
 
     overhead + max(bytes / bandwidth, flops / compute)
     bytes = weights + kv * (context read by every token of the step)
@@ -75,17 +77,21 @@ class Completion(NamedTuple):
 
 
 class _Seq:
-    __slots__ = ("arrival", "done", "first_token", "output", "prompt", "rid", "share_start")
+    __slots__ = ("admitted", "arrival", "done", "first_token", "output", "prompt", "rid", "share_start")
 
     def __init__(self, rid: int, arrival: float, prompt: int, output: int) -> None:
         self.rid = rid
         self.arrival = arrival
         self.prompt = prompt
+        """Tokens to prefill: the prompt, plus the tokens generated before a preemption."""
         self.output = output
+        """Tokens still to generate, the one its prefill ends with included."""
         self.done = 0
         """Prompt tokens prefilled so far."""
         self.first_token = math.nan
         self.share_start = 0.0
+        self.admitted = 0
+        """Order of its last admission: a preemption takes the sequence admitted last."""
 
 
 class InstanceEngine:
@@ -102,8 +108,12 @@ class InstanceEngine:
         self._decoding: list[tuple[int, int, _Seq]] = []
         """Heap of (step of the last token, rid, sequence)."""
         self._context_base = 0
-        """Sum over decoding sequences of (prompt - step of their first token): context at step k is this + n k."""
-        self._kv_used = 0
+        """Sum over decoding sequences of (prompt - step of their first token): context at step k is this + n k,
+        which is also the KV cache they hold while step k runs."""
+        self._kv_prefilling = 0
+        """KV cache held by sequences still prefilling: their whole prompts, taken at admission."""
+        self._admissions = 0
+        self.preemptions = 0
         self._share = 0.0
         """Processor-sharing virtual time: integral of 1 / (requests present) while any is."""
         self._share_at = clock
@@ -133,6 +143,7 @@ class InstanceEngine:
                 if not self._waiting or self._waiting[0].arrival > until:
                     return
                 self.clock = max(self.clock, self._waiting[0].arrival)
+            self._make_room()
             planned = self._plan()
             if planned is not None:
                 chunks, admitted, step_s = planned
@@ -160,19 +171,18 @@ class InstanceEngine:
             budget -= take
         admitted = 0
         running = decoding + len(self._prefilling)
-        kv = self._kv_used
+        kv = self._kv_next()
         for seq in self._waiting:
-            need = seq.prompt + seq.output
             if budget <= 0 or seq.arrival > self.clock or running >= spec.max_num_seqs:
                 break
-            if kv + need > spec.kv_capacity_tokens:
+            if kv + seq.prompt > spec.kv_capacity_tokens:
                 break
             take = min(seq.prompt, budget)
             chunks.append((seq, take))
             budget -= take
             admitted += 1
             running += 1
-            kv += need
+            kv += seq.prompt
         if not chunks:
             return None
         context = float(self._context_base + decoding * (self.steps + 1))
@@ -187,7 +197,9 @@ class InstanceEngine:
     def _run_step(self, chunks: list[tuple[_Seq, int]], admitted: int, step_s: float) -> None:
         for _ in range(admitted):
             seq = self._waiting.popleft()
-            self._kv_used += seq.prompt + seq.output
+            self._kv_prefilling += seq.prompt
+            self._admissions += 1
+            seq.admitted = self._admissions
             self._prefilling.append(seq)
         self.clock += step_s
         self.steps += 1
@@ -197,7 +209,9 @@ class InstanceEngine:
             seq.done += take
             if seq.done < seq.prompt:
                 continue
-            seq.first_token = self.clock
+            self._kv_prefilling -= seq.prompt
+            if math.isnan(seq.first_token):  # a preempted sequence's first token came before
+                seq.first_token = self.clock
             if seq.output <= 1:
                 self._complete(seq)
                 continue
@@ -212,11 +226,12 @@ class InstanceEngine:
         spec = self.spec
         n = len(self._decoding)
         first = self.steps + 1
-        limit = self._decoding[0][0] - self.steps
+        # Up to the next finish, and no further than the last step whose context the cache holds.
+        limit = min(self._decoding[0][0] - self.steps, (spec.kv_capacity_tokens - self._context_base) // n - self.steps)
         lines = self._lines(n)
         if self._waiting:
             head = self._waiting[0]
-            room = n < spec.max_num_seqs and self._kv_used + head.prompt + head.output <= spec.kv_capacity_tokens
+            room = n < spec.max_num_seqs and self._kv_next() + head.prompt <= spec.kv_capacity_tokens
             if room and head.arrival > self.clock:  # it joins at the first boundary at or after its arrival
                 limit = min(limit, 1 + _steps_within(lines, first, head.arrival - self.clock, limit, strict=True))
         count = _steps_within(lines, first, until - self.clock, limit, strict=False)
@@ -240,6 +255,34 @@ class InstanceEngine:
             spec.attention_flops * n / spec.compute,
         )
 
+    # -- the KV cache ----------------------------------------------------------------------------------
+
+    def _kv_next(self) -> int:
+        """KV cache the running sequences hold while the next step runs."""
+        return self._context_base + len(self._decoding) * (self.steps + 1) + self._kv_prefilling
+
+    def _make_room(self) -> None:
+        """Preempt the sequences admitted last until the next step's cache fits (vLLM's recompute mode)."""
+        while self._kv_next() > self.spec.kv_capacity_tokens:
+            running = [seq for _, _, seq in self._decoding] + self._prefilling
+            victim = max(running, key=lambda seq: seq.admitted)
+            if victim.done < victim.prompt:
+                self._prefilling.remove(victim)
+                self._kv_prefilling -= victim.prompt
+            else:
+                entry = next(entry for entry in self._decoding if entry[2] is victim)
+                self._decoding.remove(entry)
+                heapq.heapify(self._decoding)
+                last = entry[0]
+                first = last - victim.output + 1
+                self._context_base -= victim.prompt - first
+                generated = self.steps - first + 1
+                victim.prompt += generated
+                victim.output -= generated
+            victim.done = 0
+            self._waiting.appendleft(victim)
+            self.preemptions += 1
+
     # -- bookkeeping ---------------------------------------------------------------------------------
 
     def _finish_due(self) -> None:
@@ -250,7 +293,6 @@ class InstanceEngine:
 
     def _complete(self, seq: _Seq) -> None:
         """Hand a sequence back (the share clock was brought to this boundary before anything left)."""
-        self._kv_used -= seq.prompt + seq.output
         self._present -= 1
         self.finished.append(Completion(seq.rid, seq.first_token, self.clock, self._share - seq.share_start))
 

@@ -82,7 +82,9 @@ def learn(
     """One window every 15 s at loads that vary as traffic does."""
     for i, load in zip(range(windows), itertools.cycle(LOADS), strict=False):
         window = truth.window(load)
-        _, found = observations(window, PoolStatus(ready=1), WINDOW_S, learning, SLO_)
+        _, found = observations(
+            window, PoolStatus(ready=1), WINDOW_S, learning, SLO_, estimate.prior.prefill_tokens_per_s
+        )
         assert found
         estimate = estimate.observe(start + 15.0 * i, found, window.requests, learning)
     return estimate
@@ -92,7 +94,7 @@ def tpot_at(estimate: Estimate, batch: float) -> float:
     """The posterior mean TPOT at `batch` (at the prompt rate a pool of the truth's speed reads there)."""
     window = FAST.window(batch)
     prefill = window.requests * IN / WINDOW_S / 1000
-    mean, _ = estimate.predict(tpot_features(batch * CONTEXT_K, prefill))
+    mean, _ = estimate.predict(tpot_features(batch * CONTEXT_K, prefill, estimate.prior.prefill_tokens_per_s))
     return mean
 
 
@@ -259,7 +261,12 @@ def test_roofline_prior_for_llama_8b_on_an_h100() -> None:
     assert fp8.mean[index("tpot_s")] < 0.8 * bf16.mean[index("tpot_s")]
     assert fp8.mean[index("ttft_s_per_kilotoken")] < bf16.mean[index("ttft_s_per_kilotoken")]
     for prior in (bf16, fp8):
-        assert all(sd >= abs(mean) > 0 for mean, sd in zip(prior.mean, prior.sd, strict=True))
+        assert all(sd >= abs(mean) and sd > 0 for mean, sd in zip(prior.mean, prior.sd, strict=True))
+        # The prompts' share of the compute stretches the decode steps; no residual is assumed before data.
+        assert prior.mean[index("tpot_s_per_prefill_ktok_s")] == 0
+        assert all(
+            mean > 0 for name, mean in zip(COEFFICIENTS, prior.mean, strict=True) if name != "tpot_s_per_prefill_ktok_s"
+        )
         assert "h100" not in prior.source or "3350" in prior.source
     slo = SLOConfig(ttft_p95_ms=1000, tpot_p95_ms=50)
     bf16_capacity = capacity(Estimate.from_prior(bf16), slo, 1000, 200)
@@ -331,7 +338,8 @@ def test_profile_prior_fits_the_measured_levels(fallback: LatencyPrior) -> None:
         prefill = levels[[1, 2, 4, 8, 16].index(n)].metrics.request_throughput * 1.0  # 1000-token prompts
         # Within 2.5 ms: the prompt rate is not linear in the load, so the line fits it only nearly.
         context = n * 1.05  # 1000-token prompts and 100-token answers hold 1.05k tokens each
-        assert estimate.predict(tpot_features(context, prefill))[0] == pytest.approx(tpot_ms(n) / 1000, abs=0.0025)
+        x = tpot_features(context, prefill, prior.prefill_tokens_per_s)
+        assert estimate.predict(x)[0] == pytest.approx(tpot_ms(n) / 1000, abs=0.0025)
         assert estimate.predict(ttft_features(context, 1.0))[0] == pytest.approx(ttft_ms(n) / 1000, rel=0.01)
     assert prior.mean[index("ttft_s_per_context_ktok")] == pytest.approx(0.030 / 1.05)
     # The profile ran one prompt length: the roofline's prefill rate says how much of the intercept is the prompt.
@@ -409,7 +417,7 @@ def test_long_documents_in_the_mix_do_not_make_short_requests_look_expensive() -
         estimate = Estimate.from_prior(generic_prior(SLO_, 256))
         for i, chats in zip(range(40), itertools.cycle((2.0, 6.0, 12.0, 20.0)), strict=False):
             window = mixed_window(chats, chats * documents_per_chat)
-            _, found = observations(window, PoolStatus(ready=1), WINDOW_S, LEARNING, SLO_)
+            _, found = observations(window, PoolStatus(ready=1), WINDOW_S, LEARNING, SLO_, None)
             estimate = estimate.observe(15.0 * i, found, window.requests, LEARNING)
         return estimate
 

@@ -129,6 +129,39 @@ def test_a_full_kv_cache_makes_requests_queue() -> None:
         engine.submit(9, engine.clock, 1000, 1000)
 
 
+def test_a_cache_that_fills_while_decoding_preempts_the_sequence_admitted_last() -> None:
+    """The cache is taken as vLLM takes it: prompts at admission, answers a token a step. Two 400-token
+    prompts fit a 1200-token cache, their answers of 400 do not: the second is preempted, recomputes
+    its prompt and what it had generated once the first is done, and still gives every token."""
+    s = spec(kv_capacity_tokens=1200)
+    engine = InstanceEngine(s)
+    engine.submit(0, 0.0, 400, 400)
+    engine.submit(1, 0.0, 400, 400)
+    engine.advance(math.inf)
+    done = {c.rid: c for c in engine.finished}
+    assert engine.preemptions == 1
+    assert done[1].first_token < done[0].end  # it had started answering before it was preempted
+    assert done[1].end > done[0].end
+    alone = InstanceEngine(s)
+    alone.submit(0, 0.0, 400, 400)
+    alone.advance(math.inf)
+    # Its stall covers the rest of the first answer and a recompute of ~600 tokens, not a restart from scratch.
+    stall = done[1].end - done[0].end
+    assert stall < alone.finished[0].end - alone.finished[0].first_token
+    assert engine.steps < 2 * alone.steps
+
+
+def test_a_full_cache_admits_no_prompt_until_a_sequence_leaves() -> None:
+    s = spec(kv_capacity_tokens=1000)  # two 400-token prompts fit, a third does not
+    engine = InstanceEngine(s)
+    for rid in range(3):
+        engine.submit(rid, 0.0, 400, 50)
+    engine.advance(math.inf)
+    done = {c.rid: c for c in engine.finished}
+    assert engine.preemptions == 0
+    assert done[2].first_token > min(done[0].end, done[1].end)
+
+
 def test_chunked_prefill_spreads_a_long_prompt_over_steps() -> None:
     s = spec(max_num_batched_tokens=512)
     engine = InstanceEngine(s)
@@ -137,11 +170,13 @@ def test_chunked_prefill_spreads_a_long_prompt_over_steps() -> None:
     assert engine.steps == 4 + 1  # four prompt chunks, then the last token
 
 
-def test_lazy_advances_give_the_same_answer_as_one() -> None:
+@pytest.mark.parametrize("kv_capacity_tokens", [None, 12_000])  # a small cache preempts often
+def test_lazy_advances_give_the_same_answer_as_one(kv_capacity_tokens: int | None) -> None:
     rng = np.random.default_rng(3)
     arrivals = np.cumsum(rng.exponential(0.05, 300))
     sizes = [(int(p), int(o)) for p, o in zip(rng.integers(50, 3000, 300), rng.integers(2, 400, 300), strict=True)]
-    once, stepwise = InstanceEngine(spec()), InstanceEngine(spec())
+    s = spec() if kv_capacity_tokens is None else spec(kv_capacity_tokens=kv_capacity_tokens)
+    once, stepwise = InstanceEngine(s), InstanceEngine(s)
     for rid, (t, (p, o)) in enumerate(zip(arrivals, sizes, strict=True)):
         once.submit(rid, float(t), p, o)
     once.advance(math.inf)
@@ -153,6 +188,7 @@ def test_lazy_advances_give_the_same_answer_as_one() -> None:
     stepwise.advance(math.inf)
     assert len(once.finished) == len(stepwise.finished) == 300
     assert np.allclose(np.array(sorted(once.finished)), np.array(sorted(stepwise.finished)), rtol=1e-12)
+    assert (once.preemptions > 0) == (kv_capacity_tokens is not None)
 
 
 def test_the_closed_form_stretch_equals_step_by_step() -> None:
