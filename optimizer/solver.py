@@ -16,17 +16,31 @@ that serve it for the least instance-time x price, so spare capacity sits where 
 
 `solve_routing` is the same program with the instance counts fixed (those ready now): how to split
 traffic over the fleet as it is, while it moves toward the plan.
+
+`most_headroom` spends a cost margin on robustness: among the fleets within it, the one that
+serves the largest uniform rise of the demand (max lambda with lambda x D_k routed within the same
+capacity constraints), for the bursts and the estimate errors that no plan sees coming.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-__all__ = ["Allocation", "DemandClass", "PoolOffer", "highest_rates", "prefer_pools", "solve_fleet", "solve_routing"]
+__all__ = [
+    "Allocation",
+    "DemandClass",
+    "PoolOffer",
+    "highest_rates",
+    "most_headroom",
+    "prefer_pools",
+    "solve_fleet",
+    "solve_routing",
+]
 
 STICKINESS = 0.2
 """Discount on the serving cost of a class's incumbent pools in `solve_routing` (hysteresis)."""
@@ -36,6 +50,10 @@ _SERVED_SLACK = 1e-6
 """Relative slack on the first stage's optimum when the second stage keeps it."""
 _ROUNDING = 1e-4
 """A served share this close to 1 is all of it."""
+_MAX_HEADROOM = 100.0
+"""Bound on lambda in the headroom program (a demand rise beyond it is not worth telling apart)."""
+_HEADROOM_GAIN = 0.1
+"""Least relative gain in headroom for `most_headroom` to change the proposal (hysteresis)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,91 @@ def prefer_pools(
     if kept.status == "optimal" and kept.cost_per_hour <= best.cost_per_hour * (1 + margin) + 1e-9:
         return kept
     return best
+
+
+def most_headroom(
+    proposal: Allocation,
+    demand: Sequence[DemandClass],
+    pools: Sequence[PoolOffer],
+    *,
+    ceiling_per_hour: float,
+    budget_per_hour: float | None = None,
+    utilization: float = 1.0,
+) -> Allocation:
+    """The fleet costing at most `ceiling_per_hour` that serves the largest uniform rise of the demand,
+    when it serves `_HEADROOM_GAIN` more than `proposal` does; else `proposal`. Its shares are the
+    headroom program's, scaled back to the demand."""
+    if proposal.status != "optimal":
+        return proposal
+    ceiling = ceiling_per_hour if budget_per_hour is None else min(ceiling_per_hour, budget_per_hour)
+    bounds = {p.name: (p.min_instances, p.max_instances) for p in pools}
+    found = _headroom(demand, pools, bounds, ceiling, utilization)
+    if found is None:
+        return proposal
+    rise, allocation = found
+    fixed = {p.name: (proposal.instances.get(p.name, 0),) * 2 for p in pools}
+    now = _headroom(demand, pools, fixed, math.inf, utilization)
+    if now is not None and rise < now[0] * (1 + _HEADROOM_GAIN):
+        return proposal
+    return allocation
+
+
+def _headroom(
+    demand: Sequence[DemandClass],
+    pools: Sequence[PoolOffer],
+    instance_bounds: Mapping[str, tuple[int, int]],
+    ceiling_per_hour: float,
+    utilization: float,
+) -> tuple[float, Allocation] | None:
+    """Max lambda such that lambda x the demand fits the fleet within the ceiling (lambda >= 1), and that fleet."""
+    demand = [d for d in demand if d.rate > 0]
+    if not demand:
+        return None
+    routes = [
+        (k, p)
+        for k, d in enumerate(demand)
+        for p, pool in enumerate(pools)
+        if pool.model == d.model and pool.eligible and pool.capacity.get(d.size_class, 0.0) > 0
+        and instance_bounds[pool.name][1] > 0
+    ]  # fmt: skip
+    layout = _Layout(pools, demand, routes)  # the s_k slots hold lambda's copies: s_k = lambda for every k
+    size = layout.size + 1
+    rise = layout.size
+    lower, upper = np.zeros(size), np.full(size, _MAX_HEADROOM)
+    for p, pool in enumerate(pools):
+        lower[p], upper[p] = instance_bounds[pool.name]
+    lower[rise] = 1.0
+    integrality = np.zeros(size, dtype=np.int64)
+    integrality[: len(pools)] = 1
+    split = np.zeros((len(demand), size))
+    load = np.zeros((len(pools), size))
+    for route, (k, p) in enumerate(routes):
+        split[k, layout.x(route)] = 1.0
+        load[p, layout.x(route)] = demand[k].rate / pools[p].capacity[demand[k].size_class]
+    for k in range(len(demand)):
+        split[k, rise] = -1.0
+    for p in range(len(pools)):
+        load[p, p] = -utilization
+    prices = np.zeros(size)
+    prices[: len(pools)] = [pool.price_per_hour for pool in pools]
+    constraints = [LinearConstraint(split, lb=0.0, ub=0.0), LinearConstraint(load, lb=-np.inf, ub=0.0)]
+    if math.isfinite(ceiling_per_hour):
+        constraints.append(LinearConstraint(prices, lb=-np.inf, ub=ceiling_per_hour + 1e-9))
+    objective = np.zeros(size)
+    objective[rise] = -1.0
+    objective += _TIE_BREAK * prices / max(1.0, float(prices.max()))  # of equal headroom, the cheaper
+    found = milp(objective, integrality=integrality, bounds=Bounds(lower, upper), constraints=constraints)
+    if found.x is None:
+        return None
+    x = np.array(found.x)
+    scale = float(x[rise])
+    for route in range(len(routes)):
+        x[layout.x(route)] /= scale
+    x[len(pools) + len(routes) : layout.size] = 1.0  # every class served
+    tokens = np.zeros(layout.size)
+    for k, d in enumerate(demand):
+        tokens[layout.s(k)] = d.rate * d.output_tokens
+    return scale, _allocation(layout, x[: layout.size], tokens, [], limit=None)
 
 
 def solve_routing(

@@ -39,6 +39,7 @@ from optimizer.solver import (
     DemandClass,
     PoolOffer,
     highest_rates,
+    most_headroom,
     prefer_pools,
     solve_fleet,
     solve_routing,
@@ -253,16 +254,25 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         )
         for spec in setup.pools.values()
     ]
-    proposal = solve_fleet(sizing, offers, budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)
-    if proposal.status == "failed":
-        raise RuntimeError("; ".join(proposal.notes))
+    cheapest = solve_fleet(sizing, offers, budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)
+    if cheapest.status == "failed":
+        raise RuntimeError("; ".join(cheapest.notes))
 
     current = {name: status[name].target for name in setup.pools}
     # Two compositions of near-equal cost (two TPUs or one A100) would otherwise take turns in the proposal as
     # the estimates wobble, and every turn restarts the other's surplus timer.
     proposed_pools = {name for name, count in (state.proposed or current).items() if count > 0}
-    proposal = prefer_pools(proposal, sizing, offers, proposed_pools, margin=policy.guard.min_saving,
-                            budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)  # fmt: skip
+    kept = prefer_pools(cheapest, sizing, offers, proposed_pools, margin=policy.guard.min_saving,
+                        budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)  # fmt: skip
+    # A saving under `min_saving` is not worth a move, nor the headroom it would cost: bursts and estimate
+    # errors come unannounced, and spare capacity already up is the only kind that meets them.
+    ceiling = cheapest.cost_per_hour * (1 + policy.guard.min_saving)
+    proposal = most_headroom(kept, sizing, offers, ceiling_per_hour=ceiling,
+                             budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)  # fmt: skip
+    not_cheapest = None
+    if proposal.cost_per_hour > cheapest.cost_per_hour + 1e-6:
+        why = "this one has more headroom" if proposal is not kept else "this one keeps the pools proposed before"
+        not_cheapest = f"the cheapest is ${cheapest.cost_per_hour:.2f}/h; within min_saving of it, {why}"
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
     unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
     targets, memory, target_reasons = _guard_targets(
@@ -295,7 +305,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     decision = Decision(
         at=now,
         outcome="changed" if changes else "unchanged",
-        summary=_summary(changes, proposal, demand, sizing),
+        summary=_summary(changes, proposal, demand, sizing, not_cheapest),
         changes=changes,
         pools=reports,
         demand=demand,
@@ -741,11 +751,16 @@ def _report(
     )
 
 
-def _summary(changes: list[Change], proposal: Allocation, demand: list[DemandClass], sizing: list[DemandClass]) -> str:
+def _summary(
+    changes: list[Change], proposal: Allocation, demand: list[DemandClass], sizing: list[DemandClass],
+    not_cheapest: str | None,
+) -> str:  # fmt: skip
     rate, peak = sum(d.rate for d in demand), sum(d.rate for d in sizing)
     head = f"{rate:.2f} req/s demand; plan ${proposal.cost_per_hour:.2f}/h ({proposal.status})"
     if peak > rate * 1.001:
         head += f" for a remembered surge of {peak:.2f} req/s"
+    if not_cheapest:
+        head += f" ({not_cheapest})"
     if not changes:
         return head + "; no change"
     return head + "; " + "; ".join(f"{c.pool} {c.what} {c.before:g} -> {c.after:g}" for c in changes)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from optimizer.solver import Allocation, DemandClass, PoolOffer, solve_fleet, solve_routing
+from optimizer.solver import Allocation, DemandClass, PoolOffer, most_headroom, solve_fleet, solve_routing
 
 OUT = 100.0
 """Output tokens per request in the hand-checked cases."""
@@ -170,6 +170,30 @@ def test_a_model_without_pools_is_not_served() -> None:
     assert result.status == "capacity"
     assert result.served == {("m", "s"): pytest.approx(1.0), ("other", "s"): 0.0}
     assert result.shares["other", "s"] == {}
+
+
+def headroom_case(a100_price: float, a100_capacity: float) -> tuple[Allocation, Allocation]:
+    """12 chats and 0.5 documents a second at 80% utilization: two TPUs ($1.20 each) are the cheapest fleet,
+    with room for 1.36x the demand; one A100 has room for 1.60x at 32 chats a second, 1.41x at 27."""
+    classes = [demand(12.0), demand(0.5, "long")]
+    pools = [pool("tpu", 1.2, {"s": 13.0, "long": 2.0}), pool("a100", a100_price, {"s": a100_capacity, "long": 4.0})]
+    cheapest = solve_fleet(classes, pools, utilization=0.8)
+    chosen = most_headroom(cheapest, classes, pools, ceiling_per_hour=cheapest.cost_per_hour * 1.05, utilization=0.8)
+    assert_consistent(chosen, classes)
+    assert all(share == 1.0 for share in chosen.served.values())
+    return cheapest, chosen
+
+
+def test_within_the_margin_the_fleet_with_more_headroom_is_chosen() -> None:
+    cheapest, chosen = headroom_case(a100_price=2.5, a100_capacity=32.0)
+    assert cheapest.instances == {"tpu": 2, "a100": 0} and cheapest.cost_per_hour == pytest.approx(2.4)
+    assert chosen.instances == {"tpu": 0, "a100": 1} and chosen.cost_per_hour == pytest.approx(2.5)
+    assert chosen.shares[("m", "s")] == {"a100": pytest.approx(1.0)}
+
+
+def test_headroom_changes_the_proposal_only_within_the_margin_and_for_a_real_gain() -> None:
+    assert headroom_case(a100_price=2.6, a100_capacity=32.0)[1].instances == {"tpu": 2, "a100": 0}  # 8% dearer
+    assert headroom_case(a100_price=2.5, a100_capacity=27.0)[1].instances == {"tpu": 2, "a100": 0}  # 4% more room
 
 
 def test_routing_splits_over_the_fixed_instances() -> None:
