@@ -208,6 +208,8 @@ class State:
     """(pool, size class) -> when its correction was last cut."""
     demand_seen: tuple[SeenDemand, ...] = ()
     """The window's arrival rates at the ticks within `guard.peak_memory_s` (and a cold start), oldest first."""
+    short_at: float | None = None
+    """The last tick, when the fleet as it is fell short of the demand by the estimates (None: it did not)."""
 
 
 @dataclass(frozen=True)
@@ -238,10 +240,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     today = {d.key: d for d in demand}
     sizing = [replace(today.get(d.key, d), rate=d.rate) for d in highest_rates([demand, *remembered])]
     corrections, cut_at = _correct(now, state, setup, signals, status)
-    capacities = _capacities(setup, estimates, sizing)
-    for (name, size_class), factor in corrections.items():
-        if size_class in capacities.get(name, {}):
-            capacities[name][size_class] *= factor
+    capacities = _corrected(_capacities(setup, estimates, sizing), corrections)
     offers = [
         PoolOffer(
             name=spec.name,
@@ -275,9 +274,19 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         not_cheapest = f"the cheapest is ${cheapest.cost_per_hour:.2f}/h; within min_saving of it, {why}"
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
     unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
+    short = solve_routing(demand, offers, current, utilization=policy.utilization).status == "capacity"
+    # A shortfall of the demand grows the fleet at once; one that only this tick's estimates see (the last
+    # tick's would carry today's demand) waits a tick: one window can move an estimate by a third (its load
+    # averaged over a change of traffic), and instances started on it cost a cold start and a removal.
+    needed = short and (
+        state.short_at is not None or not _estimates_alone(setup, state, sizing, demand, offers, current, corrections)
+    )
+    economy_wait = _economy_wait(signals, status, policy)
+    if short and not needed:
+        economy_wait = "a shortfall only this tick's estimates see waits a tick to be confirmed"
     targets, memory, target_reasons = _guard_targets(
         now, state, setup, demand, sizing, offers, proposal, current, ready,
-        economy_wait=_economy_wait(signals, status, policy), unverified=unverified,
+        needed=needed, economy_wait=economy_wait, unverified=unverified,
     )  # fmt: skip
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
                             incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
@@ -314,7 +323,8 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         proposed_cost_per_hour=proposal.cost_per_hour,
         current_cost_per_hour=current_cost,
     )
-    new_state = State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at, demand_seen)
+    new_state = State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at, demand_seen,
+                      short_at=now if short else None)  # fmt: skip
     return TickResult(plan, new_state, decision)
 
 
@@ -493,12 +503,11 @@ def _guard_targets(
     current: Mapping[str, int],
     ready: Mapping[str, int],
     *,
+    needed: bool,
     economy_wait: str | None,
     unverified: set[str],
 ) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str]]:
     guard = setup.policy.guard
-    as_is = solve_routing(demand, offers, current, utilization=setup.policy.utilization)
-    needed = as_is.status == "capacity"
     current_cost = sum(setup.pools[name].price_per_hour * count for name, count in current.items())
     # An economy move is judged against the best fleet the running pools alone could shrink to, not
     # against a surplus that is about to be removed anyway.
@@ -547,6 +556,33 @@ def _guard_targets(
             targets[name], memory[name] = current[name], state.memory.get(name, PoolMemory())
             reasons[name] = f"hold at {current[name]}: the instances that stay are not ready to carry the traffic"
     return targets, memory, reasons
+
+
+def _estimates_alone(
+    setup: Setup,
+    state: State,
+    sizing: list[DemandClass],
+    demand: list[DemandClass],
+    offers: list[PoolOffer],
+    current: Mapping[str, int],
+    corrections: Mapping[tuple[str, str], float],
+) -> bool:
+    """Whether the fleet as it is carries today's demand on the last tick's estimates (with this tick's
+    corrections): then a shortfall is this tick's estimates alone, not the traffic."""
+    last = {name: state.estimates.get(name) or setup.prior_estimates[name] for name in setup.pools}
+    before = _corrected(_capacities(setup, last, sizing), corrections)
+    offers_before = [replace(o, capacity=before[o.name]) for o in offers]
+    return solve_routing(demand, offers_before, current, utilization=setup.policy.utilization).status != "capacity"
+
+
+def _corrected(
+    capacities: dict[str, dict[str, float]], corrections: Mapping[tuple[str, str], float]
+) -> dict[str, dict[str, float]]:
+    """The capacities with the SLO-driven corrections applied (in place, and returned)."""
+    for (name, size_class), factor in corrections.items():
+        if size_class in capacities.get(name, {}):
+            capacities[name][size_class] *= factor
+    return capacities
 
 
 def _economy_wait(signals: Signals, status: Mapping[str, PoolStatus], policy: OptimizerConfig) -> str | None:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from observability.records import RequestRecord
+from optimizer import tick as tick_module
 from optimizer.config import ModelConfig, SLOConfig
-from optimizer.performance import COEFFICIENTS, LatencyPrior, generic_prior
+from optimizer.performance import COEFFICIENTS, Estimate, LatencyPrior, generic_prior
 from optimizer.policy import GuardConfig, OptimizerConfig
 from optimizer.signals import Demand, PoolStatus, SignalCollector, Signals
 from optimizer.tick import Plan, PoolSpec, Setup, TickResult, initial_state, tick
@@ -274,6 +275,34 @@ def test_the_fleet_scales_up_when_demand_outgrows_it() -> None:
     _, ttft, tpot = Truth().at(6.0 / world.ready["a"])
     assert tpot <= SLO.tpot_p95_ms / 1000 and ttft <= SLO.ttft_p95_ms / 1000
     assert grown[-1].plan.output_tokens_per_s > 0
+
+
+def test_a_shortfall_only_this_ticks_estimates_see_waits_a_tick_to_be_confirmed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8, prior=profiled(Truth()))}, steady(2.0))
+    world.run(12)  # a full window at a steady 2 req/s, well within the SLO on one instance
+    assert world.target["a"] == 1
+    # From here the learning step says one instance holds about a third of that, firmly: the last tick's
+    # estimates carried the demand, this tick's do not.
+    slow = profiled(slowed(Truth()))
+    firm = Estimate.from_prior(replace(slow, sd=tuple(value / 100 for value in slow.sd)))  # type: ignore[arg-type]
+    learn = tick_module._learn
+    monkeypatch.setattr(tick_module, "_learn", lambda *args: ({**learn(*args)[0], "a": firm}, learn(*args)[1]))
+    first = world.step()
+    assert first.plan.targets["a"] == 1
+    assert "waits a tick to be confirmed" in first.decision.pools[0].scaling
+    second = world.step()  # the next tick's estimates still see it: now it grows
+    assert second.plan.targets["a"] > 1 and "demand exceeds capacity" in second.decision.pools[0].scaling
+
+
+def test_a_shortfall_the_traffic_shows_grows_the_fleet_at_once() -> None:
+    world = World({"a": Truth()}, {"a": spec("a", 1.0, low=1, high=8)}, lambda t: 0.5 if t < 300 else 6.0)
+    world.run(20)
+    grown = world.run(20)
+    reasons = [r.decision.pools[0].scaling for r in grown]
+    assert not any("confirmed" in reason for reason in reasons), reasons
+    assert any("demand exceeds capacity" in reason for reason in reasons)
 
 
 def test_a_remembered_burst_keeps_its_capacity_until_it_is_forgotten() -> None:
