@@ -92,10 +92,10 @@ and past the SLO's 5% its TTFT p95 is a queue's, not the model's."""
 _FULL_BATCH_Z = 1.645
 """The standard normal quantile of 1 - `_FULL_BATCH_SHARE`."""
 _KV_DISPERSION = 2.0
-"""Variance over mean of the KV cache a batch reserves, in sequences of the class's mean size: the
+"""Variance over mean of the KV cache a batch holds, in sequences of the class's mean size: the
 count of requests in flight is Poisson (dispersion 1, whatever their durations), and each one
-reserves its own prompt plus answer, whose sizes within a class spread about as much as an
-exponential's (squared coefficient of variation 1)."""
+holds its prompt and its answer so far (vLLM allocates as it decodes), whose sizes within a class
+spread about as much as an exponential's (squared coefficient of variation 1)."""
 _MAX_PREFILL_SHARE = 0.9
 """Most of a second counted as prefill in the decode stretch: a load past it says the prior's prefill
 rate is wrong, and a stretch without bound would make one window's observation dominate the fit."""
