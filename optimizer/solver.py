@@ -195,12 +195,13 @@ def _headroom(
         if pool.model == d.model and pool.eligible and pool.capacity.get(d.size_class, 0.0) > 0
         and instance_bounds[pool.name][1] > 0
     ]  # fmt: skip
-    layout = _Layout(pools, demand, routes)  # the s_k slots hold lambda's copies: s_k = lambda for every k
+    layout = _Layout(pools, demand, routes)  # plus lambda at the end; the served shares s_k are fixed at 0 here
     size = layout.size + 1
     rise = layout.size
     lower, upper = np.zeros(size), np.full(size, _MAX_HEADROOM)
     for p, pool in enumerate(pools):
         lower[p], upper[p] = instance_bounds[pool.name]
+    upper[len(pools) + len(routes) : layout.size] = 0.0
     lower[rise] = 1.0
     integrality = np.zeros(size, dtype=np.int64)
     integrality[: len(pools)] = 1
@@ -228,7 +229,7 @@ def _headroom(
     scale = float(x[rise])
     for route in range(len(routes)):
         x[layout.x(route)] /= scale
-    x[len(pools) + len(routes) : layout.size] = 1.0  # every class served
+    x[len(pools) + len(routes) : layout.size] = 1.0  # every class served (lambda >= 1)
     tokens = np.zeros(layout.size)
     for k, d in enumerate(demand):
         tokens[layout.s(k)] = d.rate * d.output_tokens

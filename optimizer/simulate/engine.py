@@ -114,6 +114,7 @@ class InstanceEngine:
         """KV cache held by sequences still prefilling: their whole prompts, taken at admission."""
         self._admissions = 0
         self.preemptions = 0
+        """Sequences preempted so far (each recomputes its context when readmitted)."""
         self._share = 0.0
         """Processor-sharing virtual time: integral of 1 / (requests present) while any is."""
         self._share_at = clock
