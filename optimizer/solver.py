@@ -184,56 +184,57 @@ def _headroom(
     ceiling_per_hour: float,
     utilization: float,
 ) -> tuple[float, Allocation] | None:
-    """Max lambda such that lambda x the demand fits the fleet within the ceiling (lambda >= 1), and that fleet."""
+    """Max lambda such that lambda x the demand fits the fleet within the ceiling (lambda >= 1), and that fleet.
+
+    The fleet program with the served shares s_k as lambda: bounded by `_MAX_HEADROOM` instead of 1,
+    at least 1, and equal across the classes."""
     demand = [d for d in demand if d.rate > 0]
     if not demand:
         return None
-    routes = [
+    layout = _Layout(pools, demand, _routes(demand, pools, instance_bounds))
+    lower, upper = np.zeros(layout.size), np.full(layout.size, _MAX_HEADROOM)
+    for p, pool in enumerate(pools):
+        lower[p], upper[p] = instance_bounds[pool.name]
+    for k in range(len(demand)):
+        lower[layout.s(k)] = 1.0
+    integrality = np.zeros(layout.size, dtype=np.int64)
+    integrality[: len(pools)] = 1
+    constraints = _constraints(layout, ceiling_per_hour if math.isfinite(ceiling_per_hour) else None, utilization)
+    if len(demand) > 1:
+        equal = np.zeros((len(demand) - 1, layout.size))
+        for k in range(1, len(demand)):
+            equal[k - 1, layout.s(k)], equal[k - 1, layout.s(0)] = 1.0, -1.0
+        constraints.append(LinearConstraint(equal, lb=0.0, ub=0.0))
+    prices = np.zeros(layout.size)
+    prices[: len(pools)] = [pool.price_per_hour for pool in pools]
+    objective = _TIE_BREAK * prices / max(1.0, float(prices.max()))  # of equal headroom, the cheaper
+    objective[layout.s(0)] = -1.0
+    found = milp(objective, integrality=integrality, bounds=Bounds(lower, upper), constraints=constraints)
+    if found.x is None:
+        return None
+    x = np.array(found.x)
+    rise = float(x[layout.s(0)])
+    for route in range(len(layout.routes)):
+        x[layout.x(route)] /= rise
+    for k in range(len(demand)):
+        x[layout.s(k)] = 1.0  # every class served, at lambda to spare
+    tokens = np.zeros(layout.size)
+    for k, d in enumerate(demand):
+        tokens[layout.s(k)] = d.rate * d.output_tokens
+    return rise, _allocation(layout, x, tokens, [], limit=None)
+
+
+def _routes(
+    demand: Sequence[DemandClass], pools: Sequence[PoolOffer], instance_bounds: Mapping[str, tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """(demand index, pool index) of each pool that may serve each class: same model, eligible, able to."""
+    return [
         (k, p)
         for k, d in enumerate(demand)
         for p, pool in enumerate(pools)
         if pool.model == d.model and pool.eligible and pool.capacity.get(d.size_class, 0.0) > 0
         and instance_bounds[pool.name][1] > 0
     ]  # fmt: skip
-    layout = _Layout(pools, demand, routes)  # plus lambda at the end; the served shares s_k are fixed at 0 here
-    size = layout.size + 1
-    rise = layout.size
-    lower, upper = np.zeros(size), np.full(size, _MAX_HEADROOM)
-    for p, pool in enumerate(pools):
-        lower[p], upper[p] = instance_bounds[pool.name]
-    upper[len(pools) + len(routes) : layout.size] = 0.0
-    lower[rise] = 1.0
-    integrality = np.zeros(size, dtype=np.int64)
-    integrality[: len(pools)] = 1
-    split = np.zeros((len(demand), size))
-    load = np.zeros((len(pools), size))
-    for route, (k, p) in enumerate(routes):
-        split[k, layout.x(route)] = 1.0
-        load[p, layout.x(route)] = demand[k].rate / pools[p].capacity[demand[k].size_class]
-    for k in range(len(demand)):
-        split[k, rise] = -1.0
-    for p in range(len(pools)):
-        load[p, p] = -utilization
-    prices = np.zeros(size)
-    prices[: len(pools)] = [pool.price_per_hour for pool in pools]
-    constraints = [LinearConstraint(split, lb=0.0, ub=0.0), LinearConstraint(load, lb=-np.inf, ub=0.0)]
-    if math.isfinite(ceiling_per_hour):
-        constraints.append(LinearConstraint(prices, lb=-np.inf, ub=ceiling_per_hour + 1e-9))
-    objective = np.zeros(size)
-    objective[rise] = -1.0
-    objective += _TIE_BREAK * prices / max(1.0, float(prices.max()))  # of equal headroom, the cheaper
-    found = milp(objective, integrality=integrality, bounds=Bounds(lower, upper), constraints=constraints)
-    if found.x is None:
-        return None
-    x = np.array(found.x)
-    scale = float(x[rise])
-    for route in range(len(routes)):
-        x[layout.x(route)] /= scale
-    x[len(pools) + len(routes) : layout.size] = 1.0  # every class served (lambda >= 1)
-    tokens = np.zeros(layout.size)
-    for k, d in enumerate(demand):
-        tokens[layout.s(k)] = d.rate * d.output_tokens
-    return scale, _allocation(layout, x[: layout.size], tokens, [], limit=None)
 
 
 def solve_routing(
@@ -282,13 +283,7 @@ def _solve(
     incumbents: Mapping[tuple[str, str], Collection[str]] | None = None,
 ) -> Allocation:
     demand = [d for d in demand if d.rate > 0]
-    routes = [
-        (k, p)
-        for k, d in enumerate(demand)
-        for p, pool in enumerate(pools)
-        if pool.model == d.model and pool.eligible and pool.capacity.get(d.size_class, 0.0) > 0
-        and instance_bounds[pool.name][1] > 0
-    ]  # fmt: skip
+    routes = _routes(demand, pools, instance_bounds)
     layout = _Layout(pools, demand, routes)
     notes: list[str] = []
     minimum_cost = sum(p.price_per_hour * instance_bounds[p.name][0] for p in pools)
