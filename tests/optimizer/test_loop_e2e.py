@@ -187,7 +187,7 @@ def test_traffic_moves_to_the_cheaper_pool_away_from_a_frozen_one_and_back(gatew
         # 3. Thawed: it passes its probes, explores, and wins the traffic back. The requests frozen
         # mid-stream finish after the thaw with TPOTs of seconds (outliers the model caps at 3x the SLO,
         # and a cut of the safety loop), and only the exploration share, 10% of ~9 req/s, brings fresh
-        # evidence; on the 2-core box this has taken from under 2 to over 4 minutes.
+        # evidence; on the 2-core box 240 s once ran out in a full test run.
         _wait_weight(gateway, "spot", lambda w: w >= 0.8, 480, "traffic to come back to spot")
 
     assert not load.errors, load.errors[:3]
