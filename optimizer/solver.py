@@ -170,6 +170,8 @@ def most_headroom(
     if found is None:
         return proposal
     rise, allocation = found
+    if allocation.instances == proposal.instances:  # the usual tick: nothing to compare
+        return proposal
     fixed = {p.name: (proposal.instances.get(p.name, 0),) * 2 for p in pools}
     now = _headroom(demand, pools, fixed, math.inf, utilization)
     if now is not None and rise < now[0] * (1 + _HEADROOM_GAIN):

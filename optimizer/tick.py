@@ -208,8 +208,8 @@ class State:
     """(pool, size class) -> when its correction was last cut."""
     demand_seen: tuple[SeenDemand, ...] = ()
     """The window's arrival rates at the ticks within `guard.peak_memory_s` (and a cold start), oldest first."""
-    short_at: float | None = None
-    """The last tick, when the fleet as it is fell short of the demand by the estimates (None: it did not)."""
+    short: bool = False
+    """The last tick's fleet fell short of its demand by that tick's estimates (a hot reload forgets it)."""
 
 
 @dataclass(frozen=True)
@@ -278,9 +278,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     # A shortfall of the demand grows the fleet at once; one that only this tick's estimates see (the last
     # tick's would carry today's demand) waits a tick: one window can move an estimate by a third (its load
     # averaged over a change of traffic), and instances started on it cost a cold start and a removal.
-    needed = short and (
-        state.short_at is not None or not _estimates_alone(setup, state, sizing, demand, offers, current, corrections)
-    )
+    needed = short and (state.short or not _estimates_alone(setup, state, sizing, demand, offers, current, corrections))
     economy_wait = _economy_wait(signals, status, policy)
     if short and not needed:
         economy_wait = "a shortfall only this tick's estimates see waits a tick to be confirmed"
@@ -324,7 +322,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         current_cost_per_hour=current_cost,
     )
     new_state = State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at, demand_seen,
-                      short_at=now if short else None)  # fmt: skip
+                      short=short)  # fmt: skip
     return TickResult(plan, new_state, decision)
 
 
