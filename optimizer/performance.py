@@ -64,6 +64,7 @@ __all__ = [
     "prefill_stretch",
     "profile_prior",
     "roofline_prior",
+    "running_context_ktok",
     "tpot_features",
     "ttft_features",
     "variant_precision",
@@ -308,8 +309,7 @@ class Load:
 
 
 def window_load(window: PoolWindow, status: PoolStatus, window_s: float) -> Load:
-    instances = max(1, status.ready)
-    per_instance = window_s * instances
+    per_instance = window.instance_seconds(window_s, status.ready)
     return Load(
         sequences=window.busy_s / per_instance,
         context_ktok=window.context_token_s / per_instance / 1000,
@@ -323,10 +323,10 @@ def observations(
     window_s: float,
     learning: LearningConfig,
     slo: SLOConfig,
-    prefill_tokens_per_s: float | None,
+    prior: LatencyPrior,
 ) -> tuple[Load, list[Observation]]:
     """The pool's mean load per instance in the window, and what its latencies say at that load
-    (`prefill_tokens_per_s`: the pool's prefill rate, from its prior)."""
+    (`prior`: the pool's batch and KV limits and prefill rate)."""
     load = window_load(window, status, window_s)
     found: list[Observation] = []
     ok_requests = window.requests - window.failures
@@ -335,13 +335,25 @@ def observations(
     tpot_cap, ttft_cap = _OUTLIER_FACTOR * slo.tpot_p95_ms / 1000, _OUTLIER_FACTOR * slo.ttft_p95_ms / 1000
     if window.tpot_p95_s is not None:
         value = min(window.tpot_p95_s, tpot_cap)
-        x = tpot_features(load.context_ktok, load.prefill_ktok_s, prefill_tokens_per_s)
+        x = tpot_features(running_context_ktok(load, prior), load.prefill_ktok_s, prior.prefill_tokens_per_s)
         found.append(_observation(x, value, ok_requests, learning))
     for group in window.classes.values():
         if group.ttft_p95_s is not None and group.requests >= learning.min_requests:
             x = ttft_features(load.context_ktok, group.input_tokens / 1000)
             found.append(_observation(x, min(group.ttft_p95_s, ttft_cap), group.requests, learning))
     return load, found
+
+
+def running_context_ktok(load: Load, prior: LatencyPrior) -> float:
+    """The context the engine decodes at once under `load`: requests in flight past the batch or the KV
+    cache wait their turn, and only the running ones slow a step. A saturated pool's TPOT set against
+    all it held (twice its batch, with a queue) read as a flat line: a slow engine at any load."""
+    running = load.context_ktok
+    if load.sequences > prior.max_concurrency:
+        running *= prior.max_concurrency / load.sequences
+    if prior.kv_tokens is not None:
+        running = min(running, prior.kv_tokens / 1000)
+    return running
 
 
 def context_ktok(input_tokens: float, output_tokens: float) -> float:

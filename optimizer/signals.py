@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from observability.records import RequestRecord
 from optimizer.config import ModelConfig
@@ -58,7 +58,8 @@ class PoolWindow:
     failures: int
     """Requests that ended in a server error on this pool."""
     busy_s: float
-    """Request-seconds spent in the pool within the window: its mean concurrency times the window."""
+    """The whole durations of the requests that ended in the window: its mean concurrency times the
+    window (Little's law: completions per second times their mean time in the pool)."""
     output_tokens: int
     ttft_p95_s: float | None
     tpot_p95_s: float | None
@@ -66,6 +67,15 @@ class PoolWindow:
     classes: dict[str, ClassWindow] = field(default_factory=dict)
     context_token_s: float = 0.0
     """Like `busy_s`, each request's seconds weighted by the context it holds (prompt + half its answer)."""
+    instance_s: float | None = None
+    """Seconds the pool's instances were up within the window, told from the instances its requests
+    name (None when they name none): the per-instance load of a window an instance joined or left."""
+
+    def instance_seconds(self, window_s: float, ready: int) -> float:
+        """`instance_s`, or the window times the instances ready now where the records cannot tell."""
+        if self.instance_s is not None and self.instance_s > 0:
+            return self.instance_s
+        return window_s * max(1, ready)
 
     @property
     def prompt_tokens(self) -> float:
@@ -142,12 +152,18 @@ class SignalCollector:
         window = [r for r in self.records if r.end <= now]
         started = self.first_seen if self.first_seen is not None else now
         span = max(1.0, min(self.window_s, now - started))
+        first_start: dict[str, float] = {}
+        for record in window:
+            if record.instance and record.start < first_start.get(record.instance, math.inf):
+                first_start[record.instance] = record.start
+        ready = {name: pool.ready for name, pool in status.items()}
+        recent = [r for r in window if r.end >= now - span / 4]
         return Signals(
             now=now,
             window_s=span,
             demand=self._demand(window, now, span),
-            pools=self._pools(window, max(since, started)),
-            recent_pools=self._pools([r for r in window if r.end >= now - span / 4], max(now - span / 4, started)),
+            pools=self._pools(window, max(since, started), now, first_start, ready),
+            recent_pools=self._pools(recent, max(now - span / 4, started), now, first_start, ready),
             status=dict(status),
         )
 
@@ -195,21 +211,38 @@ class SignalCollector:
             )
         return demand
 
-    def _pools(self, window: list[RequestRecord], since: float) -> dict[str, PoolWindow]:
+    def _pools(
+        self,
+        window: list[RequestRecord],
+        since: float,
+        now: float,
+        first_start: Mapping[str, float],
+        ready: Mapping[str, int],
+    ) -> dict[str, PoolWindow]:
         by_pool: dict[str, list[RequestRecord]] = collections.defaultdict(list)
         for record in window:
             if record.pool:
                 by_pool[record.pool].append(record)
-        return {pool: self._pool_window(records, since) for pool, records in by_pool.items()}
+        return {
+            pool: replace(
+                self._pool_window(records),
+                instance_s=_instance_seconds(records, since, now, first_start, ready.get(pool)),
+            )
+            for pool, records in by_pool.items()
+        }
 
-    def _pool_window(self, records: list[RequestRecord], since: float) -> PoolWindow:
+    def _pool_window(self, records: list[RequestRecord]) -> PoolWindow:
         by_class: dict[str, list[RequestRecord]] = collections.defaultdict(list)
         for record in records:
             if record.status < 400:
                 by_class[self._size_class(record)].append(record)
         ok = [r for r in records if r.status < 400]
-        # Seconds each request spent in the pool within the window (a client that left frees its slot).
-        spent = [(max(0.0, r.end - max(r.start, since)), r) for r in records if r.status != CLIENT_CLOSED]
+        # Each request's whole time in the pool, not the part inside the window: the window holds only
+        # requests that have ended, so clipping at its start while those still in flight are missing
+        # counted 1 - D/2W of the load for requests of D seconds (a quarter of it for a minute-long
+        # answer in a 30-s window), and latency seen at full load was learnt as latency at a light one.
+        # A client that left frees its slot.
+        spent = [(r.end - r.start, r) for r in records if r.status != CLIENT_CLOSED]
         return PoolWindow(
             requests=len(records),
             failures=sum(1 for r in records if r.status >= 500),
@@ -221,6 +254,33 @@ class SignalCollector:
             classes={name: _class_window(group) for name, group in by_class.items()},
             context_token_s=sum(seconds * (r.input_tokens + r.output_tokens / 2) for seconds, r in spent),
         )
+
+
+def _instance_seconds(
+    records: list[RequestRecord], since: float, now: float, first_start: Mapping[str, float], ready: int | None
+) -> float | None:
+    """Seconds the instances named in `records` were up within [since, now].
+
+    An instance counts from its first request still held (the window's start if earlier) to now; an
+    instance that came up within the window did not carry the load before it. When more instances
+    served the window than are ready now, those whose last request ended first are taken to have
+    left and count until then. Dividing by the instances ready now instead made the load carried by
+    one instance look like half of it once a second one came up, and the first window's latency at
+    full load taught the model that the pool breaks its SLO at half load.
+    """
+    last_end: dict[str, float] = {}
+    for record in records:
+        if record.instance:
+            last_end[record.instance] = max(record.end, last_end.get(record.instance, -math.inf))
+    if not last_end:
+        return None
+    gone = max(0, len(last_end) - ready) if ready is not None else 0
+    by_last_end = sorted(last_end, key=last_end.__getitem__)
+    total = 0.0
+    for position, instance in enumerate(by_last_end):
+        end = last_end[instance] if position < gone else now
+        total += max(0.0, end - max(since, first_start.get(instance, since)))
+    return total
 
 
 def _class_window(records: list[RequestRecord]) -> ClassWindow:

@@ -28,6 +28,7 @@ from optimizer.performance import (
     Load,
     capacity,
     observations,
+    running_context_ktok,
     tpot_features,
     ttft_features,
 )
@@ -64,6 +65,8 @@ _CUT = 0.7
 _RECOVER = 1.02
 _FLOOR = 0.05
 """Bounds of the SLO-driven capacity correction (per tick)."""
+_JOINED = 0.9
+"""A window whose instance-seconds fall this far short of the instances ready now saw one come up."""
 _VERIFIED_REQUESTS = 50.0
 """Requests (decayed) behind a pool's estimate before the instances that stay may count on it."""
 _UNVERIFIED_SAVING = 0.2
@@ -208,8 +211,13 @@ class State:
     """(pool, size class) -> when its correction was last cut."""
     demand_seen: tuple[SeenDemand, ...] = ()
     """The window's arrival rates at the ticks within `guard.peak_memory_s` (and a cold start), oldest first."""
-    short: bool = False
-    """The last tick's fleet fell short of its demand by that tick's estimates (a hot reload forgets it)."""
+    short_since: float | None = None
+    """When the fleet began to fall short of its demand on the estimates alone, the shortfall not yet
+    confirmed (a hot reload forgets it)."""
+    trusted: dict[str, Estimate] = field(default_factory=dict)
+    """The estimates of a quarter-window before that shortfall began: what it is confirmed against."""
+    recent_estimates: tuple[tuple[float, dict[str, Estimate]], ...] = ()
+    """The estimates of the ticks within the last two quarter-windows, oldest first."""
 
 
 @dataclass(frozen=True)
@@ -239,8 +247,9 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     # A remembered surge sets a class's rate, not its request sizes: capacities (routing's too) stay at today's sizes.
     today = {d.key: d for d in demand}
     sizing = [replace(today.get(d.key, d), rate=d.rate) for d in highest_rates([demand, *remembered])]
-    corrections, cut_at = _correct(now, state, setup, signals, status)
-    capacities = _corrected(_capacities(setup, estimates, sizing), corrections)
+    modelled = _capacities(setup, estimates, sizing)
+    corrections, cut_at = _correct(now, state, setup, signals, status, modelled)
+    capacities = _corrected({name: dict(rates) for name, rates in modelled.items()}, corrections)
     offers = [
         PoolOffer(
             name=spec.name,
@@ -276,12 +285,23 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
     short = solve_routing(demand, offers, current, utilization=policy.utilization).status == "capacity"
     # A shortfall of the demand grows the fleet at once; one that only this tick's estimates see (the last
-    # tick's would carry today's demand) waits a tick: one window can move an estimate by a third (its load
-    # averaged over a change of traffic), and instances started on it cost a cold start and a removal.
-    needed = short and (state.short or not _estimates_alone(setup, state, sizing, demand, offers, current, corrections))
+    # tick's would carry today's demand) waits until the window's last quarter has turned over, so that
+    # new requests confirm it: one window can move an estimate by a third (its load averaged over a change
+    # of traffic, or a minute of long requests bunched together), successive quarter-windows share half
+    # their requests, and instances started on it cost a cold start and a removal.
+    quarter_s = signals.window_s / 4
+    recent = tuple((at, seen) for at, seen in state.recent_estimates if at >= now - 2 * quarter_s)
+    # Before a shortfall, the estimates of a quarter-window ago (else the oldest kept): a dip can build
+    # over two ticks, and the last tick's estimates may hold its first half.
+    older = [seen for at, seen in recent if at <= now - quarter_s] or [seen for _, seen in recent[:1]]
+    trusted = state.trusted if state.short_since is not None else (older[-1] if older else state.estimates)
+    short_since = None
+    if short and _estimates_alone(setup, trusted, sizing, demand, offers, current, corrections):
+        short_since = state.short_since if state.short_since is not None else now
+    needed = short and (short_since is None or now - short_since >= quarter_s)
     economy_wait = _economy_wait(signals, status, policy)
     if short and not needed:
-        economy_wait = "a shortfall only this tick's estimates see waits a tick to be confirmed"
+        economy_wait = "a shortfall only the estimates see waits for new requests to confirm it"
     targets, memory, target_reasons = _guard_targets(
         now, state, setup, demand, sizing, offers, proposal, current, ready,
         needed=needed, economy_wait=economy_wait, unverified=unverified,
@@ -322,7 +342,9 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
         current_cost_per_hour=current_cost,
     )
     new_state = State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at, demand_seen,
-                      short=short)  # fmt: skip
+                      short_since=None if needed else short_since,
+                      trusted=trusted if short_since is not None and not needed else {},
+                      recent_estimates=(*recent, (now, estimates)))  # fmt: skip
     return TickResult(plan, new_state, decision)
 
 
@@ -404,7 +426,7 @@ def _learn(
         # evidence, or the same requests would count several times.
         fresh = 1.0 if previous.updated_at is None else min(1.0, (now - previous.updated_at) / span)
         slo = setup.models[spec.model].slo
-        load, found = observations(window, status[name], span, learning, slo, estimate.prior.prefill_tokens_per_s)
+        load, found = observations(window, status[name], span, learning, slo, estimate.prior)
         concurrency[name] = load.sequences
         if found:
             found = [replace(observation, weight=observation.weight * fresh) for observation in found]
@@ -420,7 +442,8 @@ def _learn_duration(estimate: Estimate, window: PoolWindow, load: Load, learning
         if group.requests < learning.min_requests or group.duration_mean_s <= 0:
             continue
         ttft, _ = estimate.predict(ttft_features(load.context_ktok, group.input_tokens / 1000), learning.prior_strength)
-        x = tpot_features(load.context_ktok, load.prefill_ktok_s, estimate.prior.prefill_tokens_per_s)
+        x = tpot_features(running_context_ktok(load, estimate.prior), load.prefill_ktok_s,
+                          estimate.prior.prefill_tokens_per_s)  # fmt: skip
         tpot, _ = estimate.predict(x, learning.prior_strength)
         predicted = ttft + max(0.0, group.output_tokens - 1) * tpot
         if predicted > 0:
@@ -442,7 +465,12 @@ def _blocked(spec: PoolSpec, signals: Signals, status: PoolStatus, policy: Optim
 
 
 def _correct(
-    now: float, state: State, setup: Setup, signals: Signals, status: Mapping[str, PoolStatus]
+    now: float,
+    state: State,
+    setup: Setup,
+    signals: Signals,
+    status: Mapping[str, PoolStatus],
+    modelled: Mapping[str, Mapping[str, float]],
 ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
     """A safety loop on top of the model: a pool whose latest quarter-window breaks the SLO in a class
     gets that class's capacity cut by `_CUT`; every tick within it gives a little back (`_RECOVER`).
@@ -450,7 +478,13 @@ def _correct(
     long prompts queues in ways a line cannot fit) is corrected by the outcome it is meant to keep.
     A class is cut again only once the quarter-window has turned over since its last cut: until
     then the breach it still shows is the one already answered, and cutting on every tick of it
-    compounded a 40% overload into a 90% cut that sent traffic to pools no better known."""
+    compounded a 40% overload into a 90% cut that sent traffic to pools no better known.
+    A breach past the pool's corrected capacity while instances of its own start, or came up within
+    the quarter-window, is the shortfall it is answering already: it is not cut. Cutting on every
+    quarter-window of it (a pool overloaded until the instances it asked for were up) compounded to a
+    quarter of its capacity and sent its traffic to a dearer pool for ten minutes, until the cut was
+    given back 2% a tick. An overload that no growth of its own answers is still cut: that moves
+    traffic off the pool (in the simulator, exempting every overload cost bursts their SLO)."""
     corrections, cut_at = state.corrections, dict(state.cut_at)
     settle_s = setup.policy.window_s / 4
     result = {key: min(1.0, factor * _RECOVER) for key, factor in corrections.items()}
@@ -461,18 +495,39 @@ def _correct(
             continue
         slo = setup.models[spec.model].slo
         slow_decode = window.tpot_p95_s is not None and window.tpot_p95_s > slo.tpot_p95_ms / 1000
+        span_s = signals.window_s / 4
+        instance_s = window.instance_seconds(span_s, status[name].ready)
+        factors = {size: corrections.get((name, size), 1.0) for size in window.classes}
+        # Instances of its own starting, or up within the window: the shortfall is being answered.
+        growing = status[name].starting > 0 or instance_s < _JOINED * span_s * status[name].ready
+        answered = growing and _utilization(window, instance_s, modelled[name], factors) > 1.0
         for size_class, group in window.classes.items():
             if group.requests < min_requests:
                 continue
             breached = slow_decode or (group.ttft_p95_s is not None and group.ttft_p95_s > slo.ttft_p95_ms / 1000)
             key = (name, size_class)
-            if breached and now - cut_at.get(key, -math.inf) >= settle_s:
+            if breached and not answered and now - cut_at.get(key, -math.inf) >= settle_s:
                 result[key] = max(_FLOOR, corrections.get(key, 1.0) * _CUT)
                 cut_at[key] = now
             elif breached:
                 result[key] = corrections.get(key, 1.0)  # answered already: neither cut again nor given back
     kept = {key: factor for key, factor in result.items() if factor < 1.0}
     return kept, {key: at for key, at in cut_at.items() if key in kept}
+
+
+def _utilization(
+    window: PoolWindow, instance_s: float, modelled: Mapping[str, float], corrections: Mapping[str, float]
+) -> float:
+    """The share of one instance's corrected capacity that the requests it completed in the window used
+    (classes without a capacity this tick, absent from today's demand, are left out)."""
+    used = 0.0
+    for size_class, group in window.classes.items():
+        rate = group.requests / instance_s
+        if size_class not in modelled or rate == 0:
+            continue
+        limit = modelled[size_class] * corrections[size_class]
+        used += rate / limit if limit > 0 else math.inf
+    return used
 
 
 def _capacities(
@@ -558,16 +613,16 @@ def _guard_targets(
 
 def _estimates_alone(
     setup: Setup,
-    state: State,
+    trusted: Mapping[str, Estimate],
     sizing: list[DemandClass],
     demand: list[DemandClass],
     offers: list[PoolOffer],
     current: Mapping[str, int],
     corrections: Mapping[tuple[str, str], float],
 ) -> bool:
-    """Whether the fleet as it is carries today's demand on the last tick's estimates (with this tick's
-    corrections): then a shortfall is this tick's estimates alone, not the traffic."""
-    last = {name: state.estimates.get(name) or setup.prior_estimates[name] for name in setup.pools}
+    """Whether the fleet as it is carries today's demand on the `trusted` estimates (with this tick's
+    corrections): then a shortfall is the newer estimates' alone, not the traffic."""
+    last = {name: trusted.get(name) or setup.prior_estimates[name] for name in setup.pools}
     before = _corrected(_capacities(setup, last, sizing), corrections)
     offers_before = [replace(o, capacity=before[o.name]) for o in offers]
     return solve_routing(demand, offers_before, current, utilization=setup.policy.utilization).status != "capacity"

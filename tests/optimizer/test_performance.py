@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -82,9 +82,7 @@ def learn(
     """One window every 15 s at loads that vary as traffic does."""
     for i, load in zip(range(windows), itertools.cycle(LOADS), strict=False):
         window = truth.window(load)
-        _, found = observations(
-            window, PoolStatus(ready=1), WINDOW_S, learning, SLO_, estimate.prior.prefill_tokens_per_s
-        )
+        _, found = observations(window, PoolStatus(ready=1), WINDOW_S, learning, SLO_, estimate.prior)
         assert found
         estimate = estimate.observe(start + 15.0 * i, found, window.requests, learning)
     return estimate
@@ -409,6 +407,25 @@ def mixed_window(chats: float, documents: float) -> PoolWindow:
     return PoolWindow(requests, 0, busy, 0, None, tpot, tpot, groups, context_token_s=tokens)
 
 
+def test_a_saturated_window_is_seen_at_the_batch_the_engine_decoded() -> None:
+    """Past its batch of 32 a pool queues: a window holds 64 in flight at the TPOT of 32. Learnt at 64,
+    the line through it and an unsaturated window is flat, and the pool looks slow at any load."""
+    prior = generic_prior(SLO_, 32)
+    saturated = FAST.window(32.0)
+    saturated = replace(saturated, busy_s=2 * saturated.busy_s, context_token_s=2 * saturated.context_token_s)
+    load, found = observations(saturated, PoolStatus(ready=1), WINDOW_S, LEARNING, SLO_, prior)
+    assert load.sequences == pytest.approx(64.0)
+    tpot = found[0]
+    assert tpot.value == pytest.approx(FAST.tpot(32.0))
+    assert tpot.features[index("tpot_s_per_context_ktok")] == pytest.approx(32 * CONTEXT_K)
+    estimate = Estimate.from_prior(prior)
+    for i, batch in enumerate((4.0, 32.0, 32.0, 4.0)):
+        window = FAST.window(batch) if batch < 32 else saturated
+        _, found = observations(window, PoolStatus(ready=1), WINDOW_S, LEARNING, SLO_, prior)
+        estimate = estimate.observe(15.0 * i, found, window.requests, LEARNING)
+    assert tpot_at(estimate, 16.0) == pytest.approx(FAST.tpot(16.0), rel=0.1)
+
+
 def test_long_documents_in_the_mix_do_not_make_short_requests_look_expensive() -> None:
     """Load is the context in flight, not the count of sequences: a pool learned on a mix where 5k-token
     documents are a fifth of the batch plans chat as the same pool learned on chat alone does."""
@@ -417,7 +434,7 @@ def test_long_documents_in_the_mix_do_not_make_short_requests_look_expensive() -
         estimate = Estimate.from_prior(generic_prior(SLO_, 256))
         for i, chats in zip(range(40), itertools.cycle((2.0, 6.0, 12.0, 20.0)), strict=False):
             window = mixed_window(chats, chats * documents_per_chat)
-            _, found = observations(window, PoolStatus(ready=1), WINDOW_S, LEARNING, SLO_, None)
+            _, found = observations(window, PoolStatus(ready=1), WINDOW_S, LEARNING, SLO_, estimate.prior)
             estimate = estimate.observe(15.0 * i, found, window.requests, LEARNING)
         return estimate
 

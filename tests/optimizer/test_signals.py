@@ -31,12 +31,13 @@ def record(
     ttft: float | None = 0.1,
     tpot: float | None = 0.02,
     span_id: str | None = None,
+    instance: str | None = None,
 ) -> RequestRecord:
     end = start + 1.0 if end is None else end
     n = next(_ids)
     return RequestRecord(
         trace_id=f"t{n}", span_id=f"s{n}" if span_id is None else span_id, start=start, end=end,
-        operation="chat", model=model, pool=pool, instance=f"{pool}-0", accelerator="cpu-2c", quantization="bf16",
+        operation="chat", model=model, pool=pool, instance=f"{pool}-0" if instance is None else instance, accelerator="cpu-2c", quantization="bf16",
         stream=True, status=status, input_tokens=input_tokens, output_tokens=output_tokens, duration_s=end - start,
         queue_wait_s=None, ttft_s=ttft, tpot_s=tpot, attempts=1, cost_usd=0.0,
     )  # fmt: skip
@@ -146,18 +147,30 @@ def test_a_span_seen_twice_counts_once() -> None:
     assert signals.snapshot(2.0, {}).pools["a"].requests == 1
 
 
-def test_busy_time_is_the_request_seconds_within_the_window() -> None:
+def test_busy_time_is_the_whole_time_of_the_requests_that_ended_in_the_window() -> None:
     signals = collector(window_s=60.0)
-    signals.add(record(10.0, 20.0))  # before the window: pruned
-    signals.add(record(30.0, 50.0))  # 10 s of it inside [40, 100]
+    signals.add(record(10.0, 20.0))  # ended before the window: pruned
+    signals.add(record(30.0, 50.0))  # ended in [40, 100]: all its 20 s count
     signals.add(record(60.0, 90.0))  # 30 s
     signals.add(record(70.0, 100.0, status=500, output_tokens=0))  # 30 s: a failure still held an instance
     signals.add(record(80.0, 95.0, status=499))  # the client left: not counted as load
+    signals.add(record(90.0, 130.0))  # still in flight at 100: not in the window yet
     signals.add(record(0.0, 20.0, pool="b"))  # first request: the span counts from t=0
     window = signals.snapshot(100.0, {"a": PoolStatus(ready=2)}).pools["a"]
-    assert window.busy_s == pytest.approx(70.0)
-    # 70 request-seconds over 60 s: 1.17 requests in flight on average.
-    assert window.busy_s / 60.0 == pytest.approx(7 / 6)
+    assert window.busy_s == pytest.approx(80.0)
+
+
+def test_busy_time_is_littles_law_for_requests_longer_than_the_window() -> None:
+    """A request a second, each 90 s long: 90 in flight. Only requests that have ended are in the window,
+    so counting their seconds inside it alone (and none of those still running) found a third of that."""
+    signals = collector(window_s=60.0)
+    for i in range(400):
+        signals.add(record(float(i), i + 90.0))
+    now = 300.0
+    window = signals.snapshot(now, {"a": PoolStatus(ready=1)}).pools["a"]
+    assert window.busy_s / 60.0 == pytest.approx(90.0, rel=0.02)
+    recent = signals.snapshot(now, {"a": PoolStatus(ready=1)}).recent_pools["a"]
+    assert recent.busy_s / 15.0 == pytest.approx(90.0, rel=0.07)
 
 
 def test_busy_time_right_after_start_is_within_the_time_seen() -> None:
@@ -167,6 +180,39 @@ def test_busy_time_right_after_start_is_within_the_time_seen() -> None:
     snap = signals.snapshot(120.0, {})
     assert snap.window_s == pytest.approx(20.0)
     assert snap.pools["a"].busy_s == pytest.approx(25.0)
+
+
+def steady_on(instances: list[str], start: float, end: float, signals: SignalCollector) -> None:
+    """Two requests a second, 1 s each, on `instances` in turn."""
+    for i in range(int((end - start) * 2)):
+        begin = start + i / 2
+        signals.add(record(begin, begin + 1.0, instance=instances[i % len(instances)]))
+
+
+def test_an_instance_that_came_up_in_the_window_counts_from_its_first_request() -> None:
+    signals = collector(window_s=60.0)
+    steady_on(["a-0"], 0.0, 70.0, signals)
+    steady_on(["a-0", "a-1"], 70.0, 99.0, signals)  # a-1 ready at 70: 30 s of the window's 60 on it
+    window = signals.snapshot(100.0, {"a": PoolStatus(ready=2)}).pools["a"]
+    assert window.instance_s == pytest.approx(60.0 + 30.0, abs=1.0)
+    # Two requests in flight all along, carried by one instance and then by two: 1.33 per instance.
+    assert window.busy_s / window.instance_seconds(60.0, 2) == pytest.approx(2 * 60 / 90, rel=0.02)
+
+
+def test_an_instance_that_left_in_the_window_counts_until_its_last_request() -> None:
+    signals = collector(window_s=60.0)
+    steady_on(["a-0", "a-1"], 0.0, 70.0, signals)
+    steady_on(["a-0"], 70.0, 99.0, signals)  # a-1 removed at 70
+    window = signals.snapshot(100.0, {"a": PoolStatus(ready=1)}).pools["a"]
+    assert window.instance_s == pytest.approx(60.0 + 30.0, abs=1.0)
+
+
+def test_records_that_name_no_instance_leave_the_instance_count_to_the_fleet() -> None:
+    signals = collector(window_s=60.0)
+    steady_on([""], 0.0, 99.0, signals)
+    window = signals.snapshot(100.0, {"a": PoolStatus(ready=3)}).pools["a"]
+    assert window.instance_s is None
+    assert window.instance_seconds(60.0, 3) == 180.0
 
 
 def test_failures_are_server_errors_and_only_successes_give_latency() -> None:
