@@ -284,11 +284,11 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
     unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
     short = solve_routing(demand, offers, current, utilization=policy.utilization).status == "capacity"
-    # A shortfall of the demand grows the fleet at once; one that only this tick's estimates see (the last
-    # tick's would carry today's demand) waits until the window's last quarter has turned over, so that
-    # new requests confirm it: one window can move an estimate by a third (its load averaged over a change
-    # of traffic, or a minute of long requests bunched together), successive quarter-windows share half
-    # their requests, and instances started on it cost a cold start and a removal.
+    # A shortfall of the demand grows the fleet at once; one that only the estimates see (those of a
+    # quarter-window ago would carry today's demand) waits until the window's last quarter has turned
+    # over, so that new requests confirm it: one window can move an estimate by a third (its load averaged
+    # over a change of traffic, or a minute of long requests bunched together), successive quarter-windows
+    # share half their requests, and instances started on it cost a cold start and a removal.
     quarter_s = signals.window_s / 4
     recent = tuple((at, seen) for at, seen in state.recent_estimates if at >= now - 2 * quarter_s)
     # Before a shortfall, the estimates of a quarter-window ago (else the oldest kept): a dip can build
