@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from observability.records import RequestRecord
 from optimizer.config import ModelConfig
@@ -224,14 +224,11 @@ class SignalCollector:
             if record.pool:
                 by_pool[record.pool].append(record)
         return {
-            pool: replace(
-                self._pool_window(records),
-                instance_s=_instance_seconds(records, since, now, first_start, ready.get(pool)),
-            )
+            pool: self._pool_window(records, _instance_seconds(records, since, now, first_start, ready.get(pool)))
             for pool, records in by_pool.items()
         }
 
-    def _pool_window(self, records: list[RequestRecord]) -> PoolWindow:
+    def _pool_window(self, records: list[RequestRecord], instance_s: float | None) -> PoolWindow:
         by_class: dict[str, list[RequestRecord]] = collections.defaultdict(list)
         for record in records:
             if record.status < 400:
@@ -253,6 +250,7 @@ class SignalCollector:
             tpot_mean_s=_mean_or_none([r.tpot_s for r in ok if r.tpot_s is not None]),
             classes={name: _class_window(group) for name, group in by_class.items()},
             context_token_s=sum(seconds * (r.input_tokens + r.output_tokens / 2) for seconds, r in spent),
+            instance_s=instance_s,
         )
 
 

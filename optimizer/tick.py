@@ -214,10 +214,9 @@ class State:
     short_since: float | None = None
     """When the fleet began to fall short of its demand on the estimates alone, the shortfall not yet
     confirmed (a hot reload forgets it)."""
-    trusted: dict[str, Estimate] = field(default_factory=dict)
-    """The estimates of a quarter-window before that shortfall began: what it is confirmed against."""
     recent_estimates: tuple[tuple[float, dict[str, Estimate]], ...] = ()
-    """The estimates of the ticks within the last two quarter-windows, oldest first."""
+    """The estimates of the ticks within the last three quarter-windows, oldest first: a shortfall is
+    confirmed against those of a quarter-window before it began."""
 
 
 @dataclass(frozen=True)
@@ -249,7 +248,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     sizing = [replace(today.get(d.key, d), rate=d.rate) for d in highest_rates([demand, *remembered])]
     modelled = _capacities(setup, estimates, sizing)
     corrections, cut_at = _correct(now, state, setup, signals, status, modelled)
-    capacities = _corrected({name: dict(rates) for name, rates in modelled.items()}, corrections)
+    capacities = _corrected(modelled, corrections)
     offers = [
         PoolOffer(
             name=spec.name,
@@ -290,11 +289,12 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     # over a change of traffic, or a minute of long requests bunched together), successive quarter-windows
     # share half their requests, and instances started on it cost a cold start and a removal.
     quarter_s = signals.window_s / 4
-    recent = tuple((at, seen) for at, seen in state.recent_estimates if at >= now - 2 * quarter_s)
-    # Before a shortfall, the estimates of a quarter-window ago (else the oldest kept): a dip can build
+    recent = tuple((at, seen) for at, seen in state.recent_estimates if at >= now - 3 * quarter_s)
+    # The estimates of a quarter-window before the shortfall began (else the oldest kept): a dip can build
     # over two ticks, and the last tick's estimates may hold its first half.
-    older = [seen for at, seen in recent if at <= now - quarter_s] or [seen for _, seen in recent[:1]]
-    trusted = state.trusted if state.short_since is not None else (older[-1] if older else state.estimates)
+    began = state.short_since if state.short_since is not None else now
+    older = [seen for at, seen in recent if at <= began - quarter_s] or [seen for _, seen in recent[:1]]
+    trusted = older[-1] if older else state.estimates
     short_since = None
     if short and _estimates_alone(setup, trusted, sizing, demand, offers, current, corrections):
         short_since = state.short_since if state.short_since is not None else now
@@ -343,7 +343,6 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     )
     new_state = State(estimates, memory, plan, corrections, dict(proposal.instances), cut_at, demand_seen,
                       short_since=None if needed else short_since,
-                      trusted=trusted if short_since is not None and not needed else {},
                       recent_estimates=(*recent, (now, estimates)))  # fmt: skip
     return TickResult(plan, new_state, decision)
 
@@ -629,13 +628,13 @@ def _estimates_alone(
 
 
 def _corrected(
-    capacities: dict[str, dict[str, float]], corrections: Mapping[tuple[str, str], float]
+    capacities: Mapping[str, Mapping[str, float]], corrections: Mapping[tuple[str, str], float]
 ) -> dict[str, dict[str, float]]:
-    """The capacities with the SLO-driven corrections applied (in place, and returned)."""
-    for (name, size_class), factor in corrections.items():
-        if size_class in capacities.get(name, {}):
-            capacities[name][size_class] *= factor
-    return capacities
+    """The capacities with the SLO-driven corrections applied (a new mapping; `capacities` is kept)."""
+    return {
+        name: {size: rate * corrections.get((name, size), 1.0) for size, rate in rates.items()}
+        for name, rates in capacities.items()
+    }
 
 
 def _economy_wait(signals: Signals, status: Mapping[str, PoolStatus], policy: OptimizerConfig) -> str | None:
