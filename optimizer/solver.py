@@ -37,6 +37,7 @@ __all__ = [
     "PoolOffer",
     "highest_rates",
     "most_headroom",
+    "on_pools",
     "prefer_pools",
     "solve_fleet",
     "solve_routing",
@@ -135,19 +136,33 @@ def prefer_pools(
     keep: Collection[str],
     *,
     margin: float,
+    against_per_hour: float | None = None,
     budget_per_hour: float | None = None,
     utilization: float = 1.0,
 ) -> Allocation:
     """The cheapest fleet on the pools in `keep` (others at their minimum) when it serves all of the
-    demand within `margin` of `best`'s cost; else `best`. Hysteresis on which pools run: two
-    compositions of near-equal cost would otherwise take turns as the numbers wobble."""
+    demand within `margin` of `against_per_hour` (default: `best`'s cost); else `best`. Hysteresis on
+    which pools run: two compositions of near-equal cost would otherwise take turns as the numbers wobble."""
     if best.status != "optimal" or not keep:
         return best
-    kept_pools = [p if p.name in keep else replace(p, max_instances=p.min_instances) for p in pools]
-    kept = solve_fleet(demand, kept_pools, budget_per_hour=budget_per_hour, utilization=utilization)
-    if kept.status == "optimal" and kept.cost_per_hour <= best.cost_per_hour * (1 + margin) + 1e-9:
+    kept = on_pools(demand, pools, keep, budget_per_hour=budget_per_hour, utilization=utilization)
+    against = best.cost_per_hour if against_per_hour is None else against_per_hour
+    if kept.status == "optimal" and kept.cost_per_hour <= against * (1 + margin) + 1e-9:
         return kept
     return best
+
+
+def on_pools(
+    demand: Sequence[DemandClass],
+    pools: Sequence[PoolOffer],
+    keep: Collection[str],
+    *,
+    budget_per_hour: float | None = None,
+    utilization: float = 1.0,
+) -> Allocation:
+    """The cheapest fleet that runs only the pools in `keep` (the others at their minimum)."""
+    kept_pools = [p if p.name in keep else replace(p, max_instances=p.min_instances) for p in pools]
+    return solve_fleet(demand, kept_pools, budget_per_hour=budget_per_hour, utilization=utilization)
 
 
 def most_headroom(

@@ -41,6 +41,7 @@ from optimizer.solver import (
     PoolOffer,
     highest_rates,
     most_headroom,
+    on_pools,
     prefer_pools,
     solve_fleet,
     solve_routing,
@@ -267,10 +268,17 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
 
     current = {name: status[name].target for name in setup.pools}
     # Two compositions of near-equal cost (two TPUs or one A100) would otherwise take turns in the proposal as
-    # the estimates wobble, and every turn restarts the other's surplus timer.
-    proposed_pools = {name for name, count in (state.proposed or current).items() if count > 0}
+    # the estimates wobble, and every turn restarts the other's surplus timer. A move to other pools lowers
+    # the bill, as a shrink does, and like a shrink it must save on a fleet with the band's room: a cheaper
+    # composition the demand only just fits (an L4 and a TPU at 79% against an A100) would take turns with
+    # the one proposed before at every wobble of the estimates, and each turn start an instance.
+    proposed_pools = _running(state.proposed or current)
+    roomy = on_pools(sizing, offers, _running(cheapest.instances), budget_per_hour=policy.budget_per_hour,
+                     utilization=policy.utilization * _SHRINK_BAND)  # fmt: skip
+    against = max(cheapest.cost_per_hour, roomy.cost_per_hour) if roomy.status == "optimal" else math.inf
     kept = prefer_pools(cheapest, sizing, offers, proposed_pools, margin=policy.guard.min_saving,
-                        budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)  # fmt: skip
+                        against_per_hour=against, budget_per_hour=policy.budget_per_hour,
+                        utilization=policy.utilization)  # fmt: skip
     # A saving under `min_saving` is not worth a move, nor the headroom it would cost: bursts and estimate
     # errors come unannounced, and spare capacity already up is the only kind that meets them.
     ceiling = cheapest.cost_per_hour * (1 + policy.guard.min_saving)
@@ -278,8 +286,15 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
                              budget_per_hour=policy.budget_per_hour, utilization=policy.utilization)  # fmt: skip
     not_cheapest = None
     if proposal.cost_per_hour > cheapest.cost_per_hour + 1e-6:
-        why = "this one has more headroom" if proposal is not kept else "this one keeps the pools proposed before"
-        not_cheapest = f"the cheapest is ${cheapest.cost_per_hour:.2f}/h; within min_saving of it, {why}"
+        if proposal is not kept:
+            why = "within min_saving of it, this one has more headroom"
+        elif proposal.cost_per_hour <= ceiling + 1e-6:
+            why = "within min_saving of it, this one keeps the pools proposed before"
+        elif math.isfinite(against):
+            why = f"its pools cost ${against:.2f}/h with the band's room, within min_saving of this one"
+        else:
+            why = "its pools cannot carry the demand with the band's room"
+        not_cheapest = f"the cheapest is ${cheapest.cost_per_hour:.2f}/h; {why}"
     ready = {name: status[name].ready if name not in blocked else 0 for name in setup.pools}
     unverified = {name for name, estimate in estimates.items() if estimate.evidence < _VERIFIED_REQUESTS}
     short = solve_routing(demand, offers, current, utilization=policy.utilization).status == "capacity"
@@ -302,13 +317,15 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     economy_wait = _economy_wait(signals, status, policy)
     if short and not needed:
         economy_wait = "a shortfall only the estimates see waits for new requests to confirm it"
-    targets, memory, target_reasons = _guard_targets(
+    targets, memory, target_reasons, awaiting = _guard_targets(
         now, state, setup, demand, sizing, offers, proposal, current, ready,
         needed=needed, economy_wait=economy_wait, unverified=unverified,
     )  # fmt: skip
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
                             incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
     proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
+    if awaiting:
+        proposed_split = _verifying(proposed_split, demand, proposal, ready, unverified, signals.window_s)
     previous = state.plan
     split = _guard_split(setup, proposed_split, previous, set(blocked))
     class_weights, weights = _weights(setup, demand, split, previous, set(blocked))
@@ -558,7 +575,9 @@ def _guard_targets(
     needed: bool,
     economy_wait: str | None,
     unverified: set[str],
-) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str]]:
+) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str], set[str]]:
+    """Each pool's target, guard memory and reason, and the pools held only until the instances that
+    stay are verified."""
     guard = setup.policy.guard
     current_cost = sum(setup.pools[name].price_per_hour * count for name, count in current.items())
     # An economy move is judged against the best fleet the running pools alone could shrink to, not
@@ -603,11 +622,17 @@ def _guard_targets(
     # The instances that stay must carry the traffic on evidence: a pool just started is known only by
     # its prior, and removing the fleet it would replace before that prior is checked bets the SLO on it.
     staying = {name: min(ready[name], targets[name]) if name not in unverified else 0 for name in setup.pools}
+    awaiting: set[str] = set()
     if shrinking and _served(demand, offers, staying) < _served(demand, offers, ready) * (1 - 1e-6):
         for name in shrinking:  # removing now would leave traffic with nowhere to go until new instances are up
             targets[name], memory[name] = current[name], state.memory.get(name, PoolMemory())
             reasons[name] = f"hold at {current[name]}: the instances that stay are not ready to carry the traffic"
-    return targets, memory, reasons
+        awaiting = {name for name in shrinking if proposal.instances[name] == 0}
+    return targets, memory, reasons, awaiting
+
+
+def _running(instances: Mapping[str, int]) -> set[str]:
+    return {name for name, count in instances.items() if count > 0}
 
 
 def _estimates_alone(
@@ -696,6 +721,43 @@ def _split(
             shares = {name: value / total for name, value in shares.items()}
         split[d.key] = shares
     return split
+
+
+def _verifying(
+    split: Mapping[tuple[str, str], dict[str, float]],
+    demand: list[DemandClass],
+    proposal: Allocation,
+    ready: Mapping[str, int],
+    unverified: set[str],
+    window_s: float,
+) -> dict[tuple[str, str], dict[str, float]]:
+    """The split with a canary for each unverified pool of the proposal: enough of its proposed traffic
+    to verify it within a window (`_VERIFIED_REQUESTS`), never more than that traffic, the other pools
+    scaled down to make room.
+
+    While a pool is held until the ones replacing it are verified, routing by cost per request may keep
+    the traffic on it (one big instance can serve a request as cheaply as two small ones: the saving is
+    in the instance count), and at their exploration share the new pools may never be verified: the
+    evidence decays, and 3% of a low demand never adds up to it."""
+    rates = {d.key: d.rate for d in demand}
+    proposed: dict[str, float] = collections.defaultdict(float)
+    for key, shares in proposal.shares.items():
+        for name, share in shares.items():
+            if name in unverified and ready.get(name, 0) > 0 and proposal.instances.get(name, 0) > 0:
+                proposed[name] += share * rates.get(key, 0.0) * min(1.0, ready[name] / proposal.instances[name])
+    canary = {name: min(1.0, _VERIFIED_REQUESTS / window_s / rate) for name, rate in proposed.items() if rate > 0}
+    result: dict[tuple[str, str], dict[str, float]] = {}
+    for key, shares in split.items():
+        floors = {
+            name: share * canary[name] * min(1.0, ready[name] / proposal.instances[name])
+            for name, share in proposal.shares.get(key, {}).items()
+            if name in canary
+        }
+        raised = {name: max(shares.get(name, 0.0), floor) for name, floor in floors.items()}
+        rest = {name: share for name, share in shares.items() if name not in raised}
+        left, held = max(0.0, 1.0 - sum(raised.values())), sum(rest.values())
+        result[key] = raised | {name: share * left / held for name, share in rest.items()} if held > 0 else raised
+    return result
 
 
 def _prior_serves(setup: Setup, offer: PoolOffer, demand: DemandClass) -> bool:

@@ -127,18 +127,24 @@ def test_engine_load_is_scraped_from_the_instances(live_gateway: RunningGateway)
 
     # A long generation shows up as a running request in its engine's own metrics.
     done = threading.Event()
+    errors: list[str] = []
 
     def long_streams() -> None:
-        """Back-to-back long generations until the gauge is seen (a tiny model decodes fast)."""
+        """Back-to-back long generations until the gauge is seen (a tiny model decodes fast). A failed one is
+        noted and the next sent: a worker that died on it would leave the wait below with nothing to see."""
         client = sdk(live_gateway)
         while not done.is_set():
-            stream = client.completions.create(
-                model=MODEL, prompt="class Parser:\n", max_tokens=1900, stream=True, extra_body={"ignore_eos": True}
-            )
-            with stream:
-                for _ in stream:
-                    if done.is_set():
-                        break
+            try:
+                stream = client.completions.create(
+                    model=MODEL, prompt="class Parser:\n", max_tokens=1900, stream=True,
+                    extra_body={"ignore_eos": True},
+                )  # fmt: skip
+                with stream:
+                    for _ in stream:
+                        if done.is_set():
+                            break
+            except openai.APIError as error:
+                errors.append(repr(error))
 
     worker = threading.Thread(target=long_streams)
     worker.start()
@@ -149,6 +155,8 @@ def test_engine_load_is_scraped_from_the_instances(live_gateway: RunningGateway)
             "an engine to report a running request",
             interval=0.5,
         )
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; the streams' errors: {errors[-3:] or 'none'}") from None
     finally:
         done.set()
         worker.join(60)

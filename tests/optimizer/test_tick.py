@@ -496,6 +496,42 @@ def test_a_small_saving_on_a_pool_known_only_by_its_prior_is_not_taken() -> None
     assert all(r.plan.targets == {"dear": 1, "cheap": 0} for r in world.results)
 
 
+def two_for_one_world(rate: float) -> World:
+    """One instance of "big" ($1/h, about 3.6 req/s within the SLO) serving `rate`; "small" ($0.35/h) holds
+    about 1.3 req/s, so two of them ($0.70/h) are the cheaper fleet as long as they carry the demand."""
+    big, small = Truth(), Truth(tpot_s_per_seq=0.006)
+    specs = {"big": spec("big", 1.0, low=0, high=2, prior=profiled(big)),
+             "small": spec("small", 0.35, low=0, high=6, prior=profiled(small))}  # fmt: skip
+    world = World({"big": big, "small": small}, specs, steady(rate))
+    world.target["big"] = world.ready["big"] = 1
+    world.weights = {"big": 1.0, "small": 0.0}
+    return world
+
+
+def test_a_cheaper_fleet_the_demand_only_just_fits_does_not_displace_the_one_running() -> None:
+    """At 2.2 req/s two smalls carry the demand at the planned 80% but not at the shrink band's 68%, where
+    it takes three ($1.05/h, no saving). Before, the move was made on the 80% fit: near such a boundary
+    the estimates' wobble turns the cheapest fleet back and forth, and each turn starts instances (an L4
+    started and removed four times in an hour of the bursty simulated day)."""
+    world = two_for_one_world(2.2)
+    world.run(60)
+    assert all(r.plan.targets == {"big": 1, "small": 0} for r in world.results)
+    assert "with the band's room" in world.results[-1].decision.summary
+
+
+def test_the_pools_a_move_waits_for_get_a_canary_so_the_old_pool_can_leave() -> None:
+    """At 1.2 req/s two smalls carry the demand with room. Per request the big instance is about as cheap
+    as they are (it is the instance count that saves), so routing by cost per request kept the traffic on
+    it: the smalls got their exploration share, 0.04 req/s, whose decayed evidence levels off near 25
+    requests, never the 50 the move waits for, and all three instances ran for good. The canary sends
+    them enough to verify them within a window."""
+    world = two_for_one_world(1.2)
+    world.run(80)
+    assert world.target == {"big": 0, "small": 2}
+    assert world.weight("small")[-1] == pytest.approx(1.0)
+    assert turns(world, "big") == 0 and turns(world, "small") == 0
+
+
 def test_a_pool_whose_estimate_collapsed_keeps_its_exploration_share() -> None:
     """Overloaded at the start, a's model says it serves nothing; its prior says it can, so it keeps the
     exploration share that lets it show otherwise (without it, a got no traffic and never recovered)."""
