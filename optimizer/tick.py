@@ -740,23 +740,27 @@ def _verifying(
     in the instance count), and at their exploration share the new pools may never be verified: the
     evidence decays, and 3% of a low demand never adds up to it."""
     rates = {d.key: d.rate for d in demand}
+    up = {
+        name: min(1.0, ready.get(name, 0) / count)
+        for name, count in proposal.instances.items()
+        if name in unverified and count > 0 and ready.get(name, 0) > 0
+    }
     proposed: dict[str, float] = collections.defaultdict(float)
     for key, shares in proposal.shares.items():
         for name, share in shares.items():
-            if name in unverified and ready.get(name, 0) > 0 and proposal.instances.get(name, 0) > 0:
-                proposed[name] += share * rates.get(key, 0.0) * min(1.0, ready[name] / proposal.instances[name])
+            if name in up:
+                proposed[name] += share * rates.get(key, 0.0) * up[name]
     canary = {name: min(1.0, _VERIFIED_REQUESTS / window_s / rate) for name, rate in proposed.items() if rate > 0}
     result: dict[tuple[str, str], dict[str, float]] = {}
     for key, shares in split.items():
-        floors = {
-            name: share * canary[name] * min(1.0, ready[name] / proposal.instances[name])
-            for name, share in proposal.shares.get(key, {}).items()
-            if name in canary
-        }
+        floors = {name: share * canary[name] * up[name]
+                  for name, share in proposal.shares.get(key, {}).items() if name in canary}  # fmt: skip
         raised = {name: max(shares.get(name, 0.0), floor) for name, floor in floors.items()}
         rest = {name: share for name, share in shares.items() if name not in raised}
         left, held = max(0.0, 1.0 - sum(raised.values())), sum(rest.values())
-        result[key] = raised | {name: share * left / held for name, share in rest.items()} if held > 0 else raised
+        scaled = raised | {name: share * left / held for name, share in rest.items()} if held > 0 else raised
+        total = sum(scaled.values())
+        result[key] = {name: share / total for name, share in scaled.items()} if total > 0 else dict(shares)
     return result
 
 

@@ -16,6 +16,7 @@ from optimizer.config import ModelConfig, SLOConfig
 from optimizer.performance import COEFFICIENTS, Estimate, LatencyPrior, capacity, generic_prior
 from optimizer.policy import GuardConfig, OptimizerConfig
 from optimizer.signals import Demand, PoolStatus, SignalCollector, Signals
+from optimizer.solver import Allocation, DemandClass
 from optimizer.tick import Plan, PoolSpec, Setup, TickResult, initial_state, tick
 
 SLO = SLOConfig(ttft_p95_ms=1000, tpot_p95_ms=100)
@@ -530,6 +531,26 @@ def test_the_pools_a_move_waits_for_get_a_canary_so_the_old_pool_can_leave() -> 
     assert world.target == {"big": 0, "small": 2}
     assert world.weight("small")[-1] == pytest.approx(1.0)
     assert turns(world, "big") == 0 and turns(world, "small") == 0
+
+
+@pytest.mark.parametrize(("rate", "canary"), [(1.2, 50 / 120 / 1.2), (12.0, 50 / 120 / 12.0), (0.2, 1.0)])
+def test_a_canary_is_what_verifies_a_pool_within_a_window_and_no_more_than_its_proposed_traffic(
+    rate: float, canary: float
+) -> None:
+    key = ("m", "s")
+    proposal = Allocation({"big": 0, "small": 2}, {key: {"small": 1.0}}, {key: 1.0}, 0.7, 100.0, "optimal")
+    split = {key: {"big": 0.97, "small": 0.03}}
+    verifying = tick_module._verifying(split, [DemandClass("m", "s", rate, IN, OUT)], proposal,
+                                       {"big": 1, "small": 2}, {"small"}, window_s=120.0)  # fmt: skip
+    small = max(0.03, canary)  # 50 requests in the 120-s window, at most all of it; never below what it had
+    assert verifying[key] == {"small": pytest.approx(small), "big": pytest.approx(1 - small)}
+    # Only one of the two instances up: half the proposed traffic is its to verify, the canary of that.
+    half = tick_module._verifying(split, [DemandClass("m", "s", rate, IN, OUT)], proposal,
+                                  {"big": 1, "small": 1}, {"small"}, window_s=120.0)  # fmt: skip
+    assert half[key]["small"] == pytest.approx(max(0.03, 0.5 * min(1.0, 50 / 120 / (rate / 2))))
+    # A verified pool needs no canary.
+    assert tick_module._verifying(split, [DemandClass("m", "s", rate, IN, OUT)], proposal,
+                                  {"big": 1, "small": 2}, set(), window_s=120.0) == split  # fmt: skip
 
 
 def test_a_pool_whose_estimate_collapsed_keeps_its_exploration_share() -> None:
