@@ -60,11 +60,11 @@ __all__ = [
     "context_ktok",
     "generic_prior",
     "held_batch",
+    "load_tpot_features",
     "observations",
     "prefill_stretch",
     "profile_prior",
     "roofline_prior",
-    "running_context_ktok",
     "tpot_features",
     "ttft_features",
     "variant_precision",
@@ -335,7 +335,7 @@ def observations(
     tpot_cap, ttft_cap = _OUTLIER_FACTOR * slo.tpot_p95_ms / 1000, _OUTLIER_FACTOR * slo.ttft_p95_ms / 1000
     if window.tpot_p95_s is not None:
         value = min(window.tpot_p95_s, tpot_cap)
-        x = tpot_features(running_context_ktok(load, prior), load.prefill_ktok_s, prior.prefill_tokens_per_s)
+        x = load_tpot_features(load, prior)
         found.append(_observation(x, value, ok_requests, learning))
     for group in window.classes.values():
         if group.ttft_p95_s is not None and group.requests >= learning.min_requests:
@@ -344,7 +344,12 @@ def observations(
     return load, found
 
 
-def running_context_ktok(load: Load, prior: LatencyPrior) -> float:
+def load_tpot_features(load: Load, prior: LatencyPrior) -> np.ndarray:
+    """The TPOT features of a window's load: at the batch the engine decoded, with its prefill stretch."""
+    return tpot_features(_running_context_ktok(load, prior), load.prefill_ktok_s, prior.prefill_tokens_per_s)
+
+
+def _running_context_ktok(load: Load, prior: LatencyPrior) -> float:
     """The context the engine decodes at once under `load`: requests in flight past the batch or the KV
     cache wait their turn, and only the running ones slow a step. A saturated pool's TPOT set against
     all it held (twice its batch, with a queue) read as a flat line: a slow engine at any load."""

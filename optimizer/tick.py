@@ -27,9 +27,8 @@ from optimizer.performance import (
     LatencyPrior,
     Load,
     capacity,
+    load_tpot_features,
     observations,
-    running_context_ktok,
-    tpot_features,
     ttft_features,
 )
 from optimizer.policy import LearningConfig, OptimizerConfig
@@ -308,8 +307,8 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     # The estimates of a quarter-window before the shortfall began (else the oldest kept): a dip can build
     # over two ticks, and the last tick's estimates may hold its first half.
     began = state.short_since if state.short_since is not None else now
-    older = [seen for at, seen in recent if at <= began - quarter_s] or [seen for _, seen in recent[:1]]
-    trusted = older[-1] if older else state.estimates
+    older = [seen for at, seen in recent if at <= began - quarter_s]
+    trusted = older[-1] if older else recent[0][1] if recent else state.estimates
     short_since = None
     if short and _estimates_alone(setup, trusted, sizing, demand, offers, current, corrections):
         short_since = state.short_since if state.short_since is not None else now
@@ -324,7 +323,7 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     routing = solve_routing(demand, offers, ready, utilization=policy.utilization,
                             incumbents=_incumbents(setup, state.plan, demand))  # fmt: skip
     proposed_split = _split(setup, demand, offers, routing, ready, policy.exploration)
-    if awaiting:
+    if awaiting:  # a pool the proposal leaves is held until the pools replacing it are verified
         proposed_split = _verifying(proposed_split, demand, proposal, ready, unverified, signals.window_s)
     previous = state.plan
     split = _guard_split(setup, proposed_split, previous, set(blocked))
@@ -458,8 +457,7 @@ def _learn_duration(estimate: Estimate, window: PoolWindow, load: Load, learning
         if group.requests < learning.min_requests or group.duration_mean_s <= 0:
             continue
         ttft, _ = estimate.predict(ttft_features(load.context_ktok, group.input_tokens / 1000), learning.prior_strength)
-        x = tpot_features(running_context_ktok(load, estimate.prior), load.prefill_ktok_s,
-                          estimate.prior.prefill_tokens_per_s)  # fmt: skip
+        x = load_tpot_features(load, estimate.prior)
         tpot, _ = estimate.predict(x, learning.prior_strength)
         predicted = ttft + max(0.0, group.output_tokens - 1) * tpot
         if predicted > 0:
@@ -503,6 +501,7 @@ def _correct(
     traffic off the pool (in the simulator, exempting every overload cost bursts their SLO)."""
     corrections, cut_at = state.corrections, dict(state.cut_at)
     settle_s = setup.policy.window_s / 4
+    span_s = signals.window_s / 4  # what the recent windows cover (less than `settle_s` while the window fills)
     result = {key: min(1.0, factor * _RECOVER) for key, factor in corrections.items()}
     min_requests = setup.policy.learning.min_requests
     for name, spec in setup.pools.items():
@@ -511,7 +510,6 @@ def _correct(
             continue
         slo = setup.models[spec.model].slo
         slow_decode = window.tpot_p95_s is not None and window.tpot_p95_s > slo.tpot_p95_ms / 1000
-        span_s = signals.window_s / 4
         instance_s = window.instance_seconds(span_s, status[name].ready)
         factors = {size: corrections.get((name, size), 1.0) for size in window.classes}
         # Instances of its own starting, or up within the window: the shortfall is being answered.
@@ -575,9 +573,9 @@ def _guard_targets(
     needed: bool,
     economy_wait: str | None,
     unverified: set[str],
-) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str], set[str]]:
-    """Each pool's target, guard memory and reason, and the pools held only until the instances that
-    stay are verified."""
+) -> tuple[dict[str, int], dict[str, PoolMemory], dict[str, str], bool]:
+    """Each pool's target, guard memory and reason, and whether a pool the proposal leaves is held only
+    until the instances that stay are verified."""
     guard = setup.policy.guard
     current_cost = sum(setup.pools[name].price_per_hour * count for name, count in current.items())
     # An economy move is judged against the best fleet the running pools alone could shrink to, not
@@ -622,12 +620,12 @@ def _guard_targets(
     # The instances that stay must carry the traffic on evidence: a pool just started is known only by
     # its prior, and removing the fleet it would replace before that prior is checked bets the SLO on it.
     staying = {name: min(ready[name], targets[name]) if name not in unverified else 0 for name in setup.pools}
-    awaiting: set[str] = set()
+    awaiting = False
     if shrinking and _served(demand, offers, staying) < _served(demand, offers, ready) * (1 - 1e-6):
         for name in shrinking:  # removing now would leave traffic with nowhere to go until new instances are up
             targets[name], memory[name] = current[name], state.memory.get(name, PoolMemory())
             reasons[name] = f"hold at {current[name]}: the instances that stay are not ready to carry the traffic"
-        awaiting = {name for name in shrinking if proposal.instances[name] == 0}
+        awaiting = any(proposal.instances[name] == 0 for name in shrinking)
     return targets, memory, reasons, awaiting
 
 
