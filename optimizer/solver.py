@@ -11,8 +11,9 @@ SLO, and is planned at `utilization` of that:
 
 Two stages, lexicographic: first the most output tokens served (all of them unless the budget or
 the max instance counts cannot cover the demand), then the least cost per hour at that service,
-which is the most tokens per dollar. A tie-break in the second stage sends each class to the pools
-that serve it for the least instance-time x price, so spare capacity sits where it is cheapest.
+which is the most tokens per dollar. With those instance counts, a linear program then sends each
+class to the pools that serve it for the least instance-time x price, so spare capacity sits where
+it is cheapest (a tie-break in the second stage picks among fleets of equal cost).
 
 `solve_routing` is the same program with the instance counts fixed (those ready now): how to split
 traffic over the fleet as it is, while it moves toward the plan.
@@ -326,16 +327,25 @@ def _solve(
         return _failed(pools, instance_bounds, f"solver: {first.message}")
     best = float(tokens @ first.x)
 
-    cost = np.zeros(layout.size)
-    for p, pool in enumerate(pools):
-        cost[p] = pool.price_per_hour
+    serving = np.zeros(layout.size)
     for route, (k, p) in enumerate(routes):
         d, pool = demand[k], pools[p]
         sticky = 1 - STICKINESS if incumbents and pool.name in incumbents.get(d.key, ()) else 1.0
-        cost[layout.x(route)] = _TIE_BREAK * d.rate / pool.capacity[d.size_class] * pool.price_per_hour * sticky
+        serving[layout.x(route)] = d.rate / pool.capacity[d.size_class] * pool.price_per_hour * sticky
+    cost = _TIE_BREAK * serving
+    for p, pool in enumerate(pools):
+        cost[p] = pool.price_per_hour
     keep_served = LinearConstraint(tokens, lb=best * (1 - _SERVED_SLACK) - 1e-9, ub=np.inf)
     second = milp(cost, integrality=integrality, bounds=Bounds(lower, upper), constraints=[*constraints, keep_served])
     solution = second.x if second.x is not None else first.x
+    # HiGHS ends a MIP within a relative gap of 1e-4 of the objective, where the tie-break weighs 1e-3 of it:
+    # the split it returns is any one within the gap (a pool 6% cheaper per request lost the traffic to
+    # the dearer one). With the instance counts chosen, the split is a linear program, solved exactly.
+    fixed_lower, fixed_upper = lower.copy(), upper.copy()
+    fixed_lower[: len(pools)] = fixed_upper[: len(pools)] = np.round(solution[: len(pools)])
+    split = milp(serving, bounds=Bounds(fixed_lower, fixed_upper), constraints=[*constraints, keep_served])
+    if split.x is not None:
+        solution = split.x
     limit = None
     if best < tokens.sum() * (1 - _ROUNDING):
         limit = "capacity"

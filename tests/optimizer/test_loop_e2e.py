@@ -134,6 +134,17 @@ def _decisions(gateway: RunningGateway) -> list[dict[str, Any]]:
     return decisions
 
 
+def _tick_line(decision: dict[str, Any]) -> str:
+    """A decision's summary and each pool's numbers behind it, on one line (for failure messages)."""
+    pools = "; ".join(
+        f"{p['pool']}: w {p['weight']:.2f} ready {p['ready']} evidence {p['evidence']:.1f} "
+        f"capacity {[round(c, 2) for c in p['capacity'].values()]} concurrency {p['concurrency']} "
+        f"ttft p95 {p['ttft_p95_s']} tpot p95 {p['tpot_p95_s']} why not {p['why_not']}"
+        for p in decision["pools"]
+    )
+    return f"{decision['summary']} | {pools}"
+
+
 def _frozen(gateway: RunningGateway, pool: str) -> list[psutil.Process]:
     """The engine behind the pool's instance, with its children (the engine core)."""
     instances: list[dict[str, Any]] = gateway.pools()[pool]["instances"]  # type: ignore[assignment]
@@ -155,7 +166,7 @@ def test_traffic_moves_to_the_cheaper_pool_away_from_a_frozen_one_and_back(gatew
         wait_for(lambda: any(w >= 0.8 for w, _ in history()), 120, "the weight to move to spot", interval=1)
         ticks = history()
         ticks_to_move = 1 + next(i for i, (weight, _) in enumerate(ticks) if weight >= 0.8)
-        assert ticks_to_move <= 5, [d["summary"] for _, d in ticks]
+        assert ticks_to_move <= 5, "\n".join(_tick_line(d) for _, d in ticks[: ticks_to_move + 1])
         moved = ticks[ticks_to_move - 1][1]
         assert moved["solver_status"] == "optimal"
         assert {p["pool"]: p["eligible"] for p in moved["pools"]} == {"steady": True, "spot": True}
