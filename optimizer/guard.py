@@ -135,7 +135,8 @@ def guard_shares(
 ) -> dict[str, float]:
     """Move one split (shares summing to 1 over the same pools) toward the proposal within the step limits.
 
-    Blocked pools (unhealthy, gated) drop to 0 at once and their share goes where the proposal puts it.
+    Blocked pools (unhealthy, gated, without a ready instance) drop to 0 at once and their share goes where
+    the proposal puts it.
     """
     pools = sorted(set(old) | set(proposed))
     target = {p: 0.0 if p in blocked else max(0.0, proposed.get(p, 0.0)) for p in pools}

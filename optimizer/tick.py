@@ -326,12 +326,17 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     if awaiting:  # a pool the proposal leaves is held until the pools replacing it are verified
         proposed_split = _verifying(proposed_split, demand, proposal, ready, unverified, signals.window_s)
     previous = state.plan
-    split = _guard_split(setup, proposed_split, previous, set(blocked))
+    # A pool without a routable instance (blocked, or its instances removed, starting or restarting) leaves
+    # the split at once, as a blocked one does: the router could send it nothing, and a plan that kept its
+    # share while the weight step moved it out said so for ticks after its last instance was gone.
+    closed = {name for name, count in ready.items() if count == 0}
+    split = _guard_split(setup, proposed_split, previous, closed)
     class_weights, weights = _weights(setup, demand, split, previous, set(blocked))
 
     cost = sum(setup.pools[name].price_per_hour * count for name, count in targets.items())
     plan = Plan(now, weights, class_weights, targets, cost, proposal.output_tokens_per_s)
-    changes = _changes(previous, plan, setup, current, target_reasons, blocked)
+    closed_why = {name: blocked.get(name, "no instance ready to serve it") for name in closed}
+    changes = _changes(previous, plan, setup, current, target_reasons, closed_why)
     reports = [
         replace(
             _report(spec, estimates[spec.name], signals, status[spec.name], blocked.get(spec.name), proposal,
@@ -846,7 +851,7 @@ def _changes(
     setup: Setup,
     current: Mapping[str, int],
     target_reasons: Mapping[str, str],
-    blocked: Mapping[str, str],
+    closed: Mapping[str, str],
 ) -> list[Change]:
     changes: list[Change] = []
     for name in setup.pools:
@@ -855,7 +860,7 @@ def _changes(
         before = previous.weights.get(name, 0.0) if previous else _configured_share(setup, name)
         after = plan.weights.get(name, 0.0)
         if abs(after - before) >= _REPORTED_CHANGE:
-            why = blocked.get(name) or (
+            why = closed.get(name) or (
                 "more of the traffic: cheaper per token within SLO"
                 if after > before
                 else "less of the traffic: others serve it cheaper or it is at capacity"

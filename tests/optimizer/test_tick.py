@@ -533,6 +533,20 @@ def test_the_pools_a_move_waits_for_get_a_canary_so_the_old_pool_can_leave() -> 
     assert turns(world, "big") == 0 and turns(world, "small") == 0
 
 
+def test_a_pool_whose_last_instance_is_gone_leaves_the_plan_at_once() -> None:
+    """Per request big is about as cheap as the smalls, so it carries most of the traffic until it is
+    removed. The router sends nothing to a pool without a ready instance; the plan kept big's share and
+    moved it out by the weight step, saying for ticks that big carried traffic it no longer could."""
+    world = two_for_one_world(1.2)
+    world.run(80)
+    dropped = [r.plan.targets["big"] for r in world.results].index(0)
+    assert world.results[dropped].plan.weights["big"] > 0.5
+    after = world.results[dropped + 1]
+    assert after.plan.weights == {"big": 0.0, "small": pytest.approx(1.0)}
+    (left,) = [c for c in after.decision.changes if c.pool == "big" and c.what == "weight"]
+    assert left.reason == "no instance ready to serve it"
+
+
 @pytest.mark.parametrize(("rate", "canary"), [(1.2, 50 / 120 / 1.2), (12.0, 50 / 120 / 12.0), (0.2, 1.0)])
 def test_a_canary_is_what_verifies_a_pool_within_a_window_and_no_more_than_its_proposed_traffic(
     rate: float, canary: float
