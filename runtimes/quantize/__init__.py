@@ -21,7 +21,7 @@ from runtimes.quantize.command import (
     run,
 )
 from runtimes.quantize.environment import QuantizeEnv, ensure_environment
-from runtimes.quantize.schemes import DEVICES, SCHEMES, Device, LayerShape, Scheme, check_limits
+from runtimes.quantize.schemes import DEVICES, SCHEMES, Device, LayerShape, Scheme, check_limits, host_cannot_serve
 
 __all__ = [
     "DEVICES",
@@ -36,6 +36,7 @@ __all__ = [
     "add_arguments",
     "check_limits",
     "ensure_environment",
+    "host_cannot_serve",
     "quantize",
     "quantize_bundled",
     "run",

