@@ -1,4 +1,4 @@
-"""The fleet problem as a mixed-integer program, solved by HiGHS through `scipy.optimize.milp`.
+"""The fleet problem as a mixed-integer program, solved by HiGHS (`optimizer.highs`).
 
 Variables: instances n_p per pool (integer, min..max), and for each demand class k (a model and
 a request-size class, D_k requests per second) the share x_kp of it sent to pool p, with s_k the
@@ -30,7 +30,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+
+from optimizer.highs import Rows, minimize
 
 __all__ = [
     "Allocation",
@@ -215,19 +216,19 @@ def _headroom(
         lower[p], upper[p] = instance_bounds[pool.name]
     for k in range(len(demand)):
         lower[layout.s(k)] = 1.0
-    integrality = np.zeros(layout.size, dtype=np.int64)
-    integrality[: len(pools)] = 1
+    integrality = np.zeros(layout.size, dtype=bool)
+    integrality[: len(pools)] = True
     constraints = _constraints(layout, ceiling_per_hour if math.isfinite(ceiling_per_hour) else None, utilization)
     if len(demand) > 1:
         equal = np.zeros((len(demand) - 1, layout.size))
         for k in range(1, len(demand)):
             equal[k - 1, layout.s(k)], equal[k - 1, layout.s(0)] = 1.0, -1.0
-        constraints.append(LinearConstraint(equal, lb=0.0, ub=0.0))
+        constraints.append(Rows(equal, lower=0.0, upper=0.0))
     prices = np.zeros(layout.size)
     prices[: len(pools)] = [pool.price_per_hour for pool in pools]
     objective = _TIE_BREAK * prices / max(1.0, float(prices.max()))  # of equal headroom, the cheaper
     objective[layout.s(0)] = -1.0
-    found = milp(objective, integrality=integrality, bounds=Bounds(lower, upper), constraints=constraints)
+    found = minimize(objective, lower, upper, constraints, integral=integrality)
     if found.x is None:
         return None
     x = np.array(found.x)
@@ -315,14 +316,14 @@ def _solve(
     upper = np.ones(layout.size)
     for p, pool in enumerate(pools):
         lower[p], upper[p] = instance_bounds[pool.name]
-    integrality = np.zeros(layout.size, dtype=np.int64)
-    integrality[: len(pools)] = 1
+    integrality = np.zeros(layout.size, dtype=bool)
+    integrality[: len(pools)] = True
     constraints = _constraints(layout, budget_per_hour, utilization)
     tokens = np.zeros(layout.size)
     for k, d in enumerate(demand):
         tokens[layout.s(k)] = d.rate * d.output_tokens
 
-    first = milp(-tokens, integrality=integrality, bounds=Bounds(lower, upper), constraints=constraints)
+    first = minimize(-tokens, lower, upper, constraints, integral=integrality)
     if first.x is None:
         return _failed(pools, instance_bounds, f"solver: {first.message}")
     best = float(tokens @ first.x)
@@ -332,13 +333,13 @@ def _solve(
         d, pool = demand[k], pools[p]
         sticky = 1 - STICKINESS if incumbents and pool.name in incumbents.get(d.key, ()) else 1.0
         serving[layout.x(route)] = d.rate / pool.capacity[d.size_class] * pool.price_per_hour * sticky
-    keep_served = LinearConstraint(tokens, lb=best * (1 - _SERVED_SLACK) - 1e-9, ub=np.inf)
+    keep_served = Rows(tokens, lower=best * (1 - _SERVED_SLACK) - 1e-9, upper=np.inf)
     served_by = [*constraints, keep_served]
     solution = first.x
     if any(low != high for low, high in instance_bounds.values()):  # counts to choose (routing's are fixed)
         cost = _TIE_BREAK * serving
         cost[: len(pools)] = [pool.price_per_hour for pool in pools]
-        second = milp(cost, integrality=integrality, bounds=Bounds(lower, upper), constraints=served_by)
+        second = minimize(cost, lower, upper, served_by, integral=integrality)
         if second.x is not None:
             solution = second.x
     # HiGHS ends a MIP within a relative gap of 1e-4 of the objective, where the tie-break weighs 1e-3 of it:
@@ -346,21 +347,21 @@ def _solve(
     # the dearer one). With the instance counts chosen, the split is a linear program, solved exactly.
     fixed_lower, fixed_upper = lower.copy(), upper.copy()
     fixed_lower[: len(pools)] = fixed_upper[: len(pools)] = np.round(solution[: len(pools)])
-    split = milp(serving, bounds=Bounds(fixed_lower, fixed_upper), constraints=served_by)
+    split = minimize(serving, fixed_lower, fixed_upper, served_by)
     if split.x is not None:
         solution = split.x
     limit = None
     if best < tokens.sum() * (1 - _ROUNDING):
         limit = "capacity"
         if budget_per_hour is not None:  # the budget limits when the pools' max instances would serve more
-            free = milp(-tokens, integrality=integrality, bounds=Bounds(lower, upper),
-                        constraints=_constraints(layout, None, utilization))  # fmt: skip
+            unbudgeted = _constraints(layout, None, utilization)
+            free = minimize(-tokens, lower, upper, unbudgeted, integral=integrality)
             if free.x is not None and float(tokens @ free.x) > best * (1 + _SERVED_SLACK) + 1e-9:
                 limit = "budget"
     return _allocation(layout, solution, tokens, notes, limit=limit)
 
 
-def _constraints(layout: _Layout, budget_per_hour: float | None, utilization: float) -> list[LinearConstraint]:
+def _constraints(layout: _Layout, budget_per_hour: float | None, utilization: float) -> list[Rows]:
     pools, demand, routes = layout.pools, layout.demand, layout.routes
     split = np.zeros((len(demand), layout.size))
     load = np.zeros((len(pools), layout.size))
@@ -373,12 +374,12 @@ def _constraints(layout: _Layout, budget_per_hour: float | None, utilization: fl
         load[p, p] = -utilization
     constraints = []
     if len(demand):
-        constraints.append(LinearConstraint(split, lb=0.0, ub=0.0))
-    constraints.append(LinearConstraint(load, lb=-np.inf, ub=0.0))
+        constraints.append(Rows(split, lower=0.0, upper=0.0))
+    constraints.append(Rows(load, lower=-np.inf, upper=0.0))
     if budget_per_hour is not None:
         prices = np.zeros(layout.size)
         prices[: len(pools)] = [pool.price_per_hour for pool in pools]
-        constraints.append(LinearConstraint(prices, lb=-np.inf, ub=budget_per_hour))
+        constraints.append(Rows(prices, lower=-np.inf, upper=budget_per_hour))
     return constraints
 
 
