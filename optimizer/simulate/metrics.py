@@ -3,8 +3,10 @@
 SLO attainment is the share of all requests (failed ones count as misses) whose own TTFT, TPOT,
 or both, are within the model's objectives. The objectives are p95s, so a policy that keeps
 them reaches about 95% or more. Tokens per dollar counts the output tokens of every served
-request; the goodput variant counts only requests within both objectives. Flapping is the
-number of times a pool's target turned around (up then down, or down then up).
+request; the goodput variant counts only requests within both objectives. The second half's
+goodput per dollar counts the requests that arrived in it against what was paid in it: where a
+policy settles once the start from the scenario's fleet is behind it. Flapping is the number of
+times a pool's target turned around (up then down, or down then up).
 """
 
 from __future__ import annotations
@@ -40,8 +42,12 @@ class PolicyResult(msgspec.Struct, frozen=True, kw_only=True):
     scale_actions_per_hour: float
     direction_changes_per_pool_per_hour: float
     instance_hours: dict[str, float]
+    second_half_goodput_tokens_per_dollar: float | None
+    """Goodput tokens per dollar of the run's second half (requests that arrived in it, instances paid in it)."""
     tokens_per_dollar_vs_oracle: float | None = None
     """Tokens per dollar as a share of the oracle's (None without an oracle run)."""
+    second_half_vs_oracle: float | None = None
+    """The second half's goodput tokens per dollar as a share of the oracle's (None without an oracle run)."""
     wall_s: float = 0.0
     notes: list[str] = []
 
@@ -57,6 +63,9 @@ def summarize(world: World, run: RunOutput) -> PolicyResult:
     cost = sum(run.cost_usd.values())
     tokens = int(outputs[served].sum())
     good = int(outputs[both].sum())
+    late = world.arrivals.time >= world.duration_s / 2
+    good_late = int(outputs[both & late].sum())
+    cost_late = run.second_half_cost_usd
     hours = world.duration_s / 3600
     ttfts = run.ttft_s[served]
     tpots = run.tpot_s[served & ~np.isnan(run.tpot_s)]
@@ -70,6 +79,7 @@ def summarize(world: World, run: RunOutput) -> PolicyResult:
         cost_per_hour=cost / hours if hours > 0 else 0.0,
         tokens_per_dollar=tokens / cost if cost > 0 else None,
         goodput_tokens_per_dollar=good / cost if cost > 0 else None,
+        second_half_goodput_tokens_per_dollar=good_late / cost_late if cost_late > 0 else None,
         slo_ttft=_share(ttft_ok, count),
         slo_tpot=_share(tpot_ok, count),
         slo_both=_share(both, count),
@@ -86,14 +96,17 @@ def summarize(world: World, run: RunOutput) -> PolicyResult:
 
 
 def with_oracle_share(results: Sequence[PolicyResult]) -> list[PolicyResult]:
-    """Each result with its tokens per dollar as a share of the oracle's, when the oracle ran."""
+    """Each result with its tokens per dollar (and its second half's goodput) as a share of the oracle's, when
+    the oracle ran."""
     oracle = next((r for r in results if r.policy == "oracle"), None)
     if oracle is None or not oracle.tokens_per_dollar:
         return list(results)
+    late = oracle.second_half_goodput_tokens_per_dollar
     return [
         msgspec.structs.replace(
             r,
             tokens_per_dollar_vs_oracle=r.tokens_per_dollar / oracle.tokens_per_dollar if r.tokens_per_dollar else 0.0,
+            second_half_vs_oracle=(r.second_half_goodput_tokens_per_dollar or 0.0) / late if late else None,
         )
         for r in results
     ]

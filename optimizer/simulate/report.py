@@ -93,10 +93,14 @@ def results_table(report: RunReport) -> Table:
         title=(
             f"{report.scenario}: {report.model}, {report.requests} requests over {report.duration_s / 3600:.2f} h, "
             f"SLO TTFT p95 {slo['ttft_p95_ms']:g} ms, TPOT p95 {slo['tpot_p95_ms']:g} ms"
-        )
+        ),
+        caption=(
+            "% oracle: tokens per dollar against the oracle's. 2nd half: tokens within the SLO per dollar over the "
+            "run's second half against the oracle's, where a policy settles once its start is behind it."
+        ),
     )
     for column in ("policy", "tokens/$", "SLO tokens/$", "cost $", "$/h", "TTFT ok", "TPOT ok", "both ok",
-                   "scale/h", "turns/pool/h", "% oracle"):  # fmt: skip
+                   "scale/h", "turns/pool/h", "% oracle", "2nd half"):  # fmt: skip
         table.add_column(column, justify="left" if column == "policy" else "right")
     for r in report.results:
         table.add_row(
@@ -111,6 +115,7 @@ def results_table(report: RunReport) -> Table:
             f"{r.scale_actions_per_hour:.1f}",
             f"{r.direction_changes_per_pool_per_hour:.2f}",
             "-" if r.tokens_per_dollar_vs_oracle is None else f"{r.tokens_per_dollar_vs_oracle:.0%}",
+            "-" if r.second_half_vs_oracle is None else f"{r.second_half_vs_oracle:.0%}",
         )
     return table
 

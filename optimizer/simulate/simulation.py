@@ -73,6 +73,8 @@ class RunOutput:
     """Index into `pools`, -1 where it never reached one."""
     pools: list[str]
     cost_usd: dict[str, float]
+    second_half_cost_usd: float
+    """What every pool cost over the run's second half."""
     instance_hours: dict[str, float]
     actions: list[ScaleAction]
     series: Series
@@ -158,6 +160,9 @@ class _Run:
             pool=self.pool,
             pools=self.pool_names,
             cost_usd={name: pool.cost_usd(duration) for name, pool in self.pools.items()},
+            second_half_cost_usd=sum(
+                pool.cost_usd(duration) - pool.cost_usd(duration / 2) for pool in self.pools.values()
+            ),
             instance_hours={
                 name: sum(i.paid_s(duration) for i in (*pool.live, *pool.gone)) / 3600
                 for name, pool in self.pools.items()

@@ -331,6 +331,14 @@ def test_a_fixed_fleet_costs_its_size_for_the_run() -> None:
     count = round(output.instance_hours[best] / (120 / 3600))
     assert result.cost_usd == pytest.approx(count * world.pools[best].price_per_hour * 120 / 3600)
     assert result.scale_actions_per_hour == 0 and result.served == result.requests
+    # The second half pays half of a fixed fleet, for the tokens of the requests that arrived in it.
+    assert output.second_half_cost_usd == pytest.approx(result.cost_usd / 2)
+    late = world.arrivals.time >= 60
+    assert 0 < late.sum() < len(late)
+    assert result.slo_both == 1.0  # sized for the peak on true capacities: every request's tokens count
+    assert result.second_half_goodput_tokens_per_dollar == pytest.approx(
+        world.arrivals.output[late].sum() / (result.cost_usd / 2)
+    )
 
 
 def test_direction_changes_count_turns() -> None:
@@ -403,6 +411,9 @@ def test_every_policy_through_the_cli(tmp_path: Path) -> None:
     for fixed in ("best-single", "round-robin", "capacity-proportional", "melange"):
         assert results[fixed]["scale_actions_per_hour"] == 0
     assert results["oracle"]["tokens_per_dollar_vs_oracle"] == pytest.approx(1.0)
+    assert results["oracle"]["second_half_vs_oracle"] == pytest.approx(1.0)
+    for r in results.values():
+        assert r["second_half_goodput_tokens_per_dollar"] > 0
     assert len(report["series"]["thrifty"]["times"]) == 240 // 15 + 1
     for name in ("weights", "instances", "demand", "cost-rate"):
         assert (tmp_path / "plots" / f"tiny-{name}.png").stat().st_size > 1000
