@@ -216,8 +216,6 @@ def _headroom(
         lower[p], upper[p] = instance_bounds[pool.name]
     for k in range(len(demand)):
         lower[layout.s(k)] = 1.0
-    integrality = np.zeros(layout.size, dtype=bool)
-    integrality[: len(pools)] = True
     constraints = _constraints(layout, ceiling_per_hour if math.isfinite(ceiling_per_hour) else None, utilization)
     if len(demand) > 1:
         equal = np.zeros((len(demand) - 1, layout.size))
@@ -228,7 +226,7 @@ def _headroom(
     prices[: len(pools)] = [pool.price_per_hour for pool in pools]
     objective = _TIE_BREAK * prices / max(1.0, float(prices.max()))  # of equal headroom, the cheaper
     objective[layout.s(0)] = -1.0
-    found = minimize(objective, lower, upper, constraints, integral=integrality)
+    found = minimize(objective, lower, upper, constraints, integral=layout.integral)
     if found.x is None:
         return None
     x = np.array(found.x)
@@ -286,6 +284,11 @@ class _Layout:
     def size(self) -> int:
         return len(self.pools) + len(self.routes) + len(self.demand)
 
+    @property
+    def integral(self) -> np.ndarray:
+        """True where a variable is an integer: the instance counts."""
+        return np.arange(self.size) < len(self.pools)
+
     def x(self, route: int) -> int:
         return len(self.pools) + route
 
@@ -316,14 +319,12 @@ def _solve(
     upper = np.ones(layout.size)
     for p, pool in enumerate(pools):
         lower[p], upper[p] = instance_bounds[pool.name]
-    integrality = np.zeros(layout.size, dtype=bool)
-    integrality[: len(pools)] = True
     constraints = _constraints(layout, budget_per_hour, utilization)
     tokens = np.zeros(layout.size)
     for k, d in enumerate(demand):
         tokens[layout.s(k)] = d.rate * d.output_tokens
 
-    first = minimize(-tokens, lower, upper, constraints, integral=integrality)
+    first = minimize(-tokens, lower, upper, constraints, integral=layout.integral)
     if first.x is None:
         return _failed(pools, instance_bounds, f"solver: {first.message}")
     best = float(tokens @ first.x)
@@ -339,7 +340,7 @@ def _solve(
     if any(low != high for low, high in instance_bounds.values()):  # counts to choose (routing's are fixed)
         cost = _TIE_BREAK * serving
         cost[: len(pools)] = [pool.price_per_hour for pool in pools]
-        second = minimize(cost, lower, upper, served_by, integral=integrality)
+        second = minimize(cost, lower, upper, served_by, integral=layout.integral)
         if second.x is not None:
             solution = second.x
     # HiGHS ends a MIP within a relative gap of 1e-4 of the objective, where the tie-break weighs 1e-3 of it:
@@ -355,7 +356,7 @@ def _solve(
         limit = "capacity"
         if budget_per_hour is not None:  # the budget limits when the pools' max instances would serve more
             unbudgeted = _constraints(layout, None, utilization)
-            free = minimize(-tokens, lower, upper, unbudgeted, integral=integrality)
+            free = minimize(-tokens, lower, upper, unbudgeted, integral=layout.integral)
             if free.x is not None and float(tokens @ free.x) > best * (1 + _SERVED_SLACK) + 1e-9:
                 limit = "budget"
     return _allocation(layout, solution, tokens, notes, limit=limit)

@@ -152,6 +152,7 @@ class _Run:
             for instance in pool.live:
                 instance.engine.advance(math.inf)
                 self._complete(instance)
+        cost = {name: pool.cost_usd(duration) for name, pool in self.pools.items()}
         return RunOutput(
             policy=self.policy.name,
             status=self.status,
@@ -159,10 +160,8 @@ class _Run:
             tpot_s=self.tpot,
             pool=self.pool,
             pools=self.pool_names,
-            cost_usd={name: pool.cost_usd(duration) for name, pool in self.pools.items()},
-            second_half_cost_usd=sum(
-                pool.cost_usd(duration) - pool.cost_usd(duration / 2) for pool in self.pools.values()
-            ),
+            cost_usd=cost,
+            second_half_cost_usd=sum(cost.values()) - sum(pool.cost_usd(duration / 2) for pool in self.pools.values()),
             instance_hours={
                 name: sum(i.paid_s(duration) for i in (*pool.live, *pool.gone)) / 3600
                 for name, pool in self.pools.items()
